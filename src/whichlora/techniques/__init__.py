@@ -1,1 +1,5 @@
-"""techniques stage."""
+"""LoRA techniques: one registry entry each, all adapters from peft."""
+
+from whichlora.techniques.registry import REGISTRY, AdapterSettings, Technique, get_technique
+
+__all__ = ["REGISTRY", "AdapterSettings", "Technique", "get_technique"]

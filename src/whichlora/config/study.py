@@ -1,0 +1,278 @@
+"""The study file: one YAML validated into typed objects, every default written back.
+
+Unknown keys, wrong types and impossible values are rejected with the file, the key and a fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from whichlora.errors import WhichloraError
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(Strict):
+    id: str = Field("builtin:smollm2-135m", description="builtin:NAME, a local folder or a hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = Field(False, description="run model code from the hub (off: safer)")
+    allow_pickle: bool = Field(False, description="allow non-safetensors weights (can run code)")
+
+
+class BudgetSpec(Strict):
+    """Give exactly one of rank, trainable_params or fraction; the real count is always recorded."""
+
+    rank: Annotated[int, Field(ge=1)] | None = None
+    trainable_params: Annotated[int, Field(ge=1)] | None = None
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    alpha: Annotated[float, Field(gt=0)] | None = Field(None, description="default: 2 x rank")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: str | list[str] = "all-linear"
+
+    @model_validator(mode="after")
+    def _one_size(self) -> BudgetSpec:
+        given = [
+            k for k in ("rank", "trainable_params", "fraction") if getattr(self, k) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(
+                f"give only one of rank, trainable_params, fraction (got {', '.join(given)})"
+            )
+        return self
+
+
+class TechniqueSpec(Strict):
+    name: str
+    label: str | None = Field(None, description="run label; defaults to the technique name")
+    rank: Annotated[int, Field(ge=1)] | None = None
+    trainable_params: Annotated[int, Field(ge=1)] | None = None
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    alpha: Annotated[float, Field(gt=0)] | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    target_modules: str | list[str] | None = None
+    learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from whichlora.techniques import REGISTRY
+
+        if name not in REGISTRY:
+            raise ValueError(f"unknown technique '{name}'; known: {', '.join(REGISTRY)}")
+        return name
+
+    @field_validator("label")
+    @classmethod
+    def _safe_label(cls, label: str | None) -> str | None:
+        if label is not None and not re.match(NAME_PATTERN, label):
+            raise ValueError("label must be letters, digits, '.', '_' or '-' (no path separators)")
+        return label
+
+    @model_validator(mode="after")
+    def _options_known(self) -> TechniqueSpec:
+        from whichlora.techniques import REGISTRY
+
+        allowed = set(REGISTRY[self.name].option_names)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for {self.name}; allowed: {sorted(allowed) or 'none'}"
+            )
+        given = [
+            k for k in ("rank", "trainable_params", "fraction") if getattr(self, k) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give only one of rank, trainable_params, fraction (got {given})")
+        return self
+
+    @property
+    def run_label(self) -> str:
+        return self.label or self.name
+
+
+class DataSpec(Strict):
+    source: str = Field("builtin:instructions", description="builtin:NAME, a local file or hub:ID")
+    languages: list[str] = Field(
+        default_factory=lambda: ["en", "de", "fr", "es", "ru", "zh"],
+        description="training (seen) languages",
+    )
+    items_per_language: Annotated[int, Field(ge=1)] | None = None
+    validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    options: dict[str, Any] = Field(default_factory=dict, description="source-specific settings")
+
+
+class TrainingSpec(Strict):
+    steps: Annotated[int, Field(ge=1)] = 30
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    grad_accum: Annotated[int, Field(ge=1)] = 1
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        None, description="sweep: best per technique on the validation split"
+    )
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    max_length: Annotated[int, Field(ge=16)] = 256
+    response_only_loss: bool = True
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    threads: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return seeds
+
+
+class EvaluationSpec(Strict):
+    languages: list[str] | None = Field(None, description="default: every bundled language")
+    source_language: str = "en"
+    knowledge: str | None = "builtin:knowledge"
+    heldout: str | None = "builtin:heldout"
+    items_per_language: Annotated[int, Field(ge=1)] | None = None
+    generation_items: Annotated[int, Field(ge=0)] = 10
+    max_new_tokens: Annotated[int, Field(ge=1)] = 48
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    harness_tasks: list[str] = Field(default_factory=list)
+
+
+class AnalysisSpec(Strict):
+    parallel: str = Field(
+        "builtin:sentences", description="parallel text: builtin:sentences or udhr"
+    )
+    sentences_per_language: Annotated[int, Field(ge=4)] = 60
+    pooling: list[Literal["mean", "last"]] = Field(default_factory=lambda: ["mean", "last"])
+    baseline: str = "lora"
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
+
+
+class ExecutorSpec(Strict):
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="Ray address; None starts a local Ray")
+    cpus_per_run: Annotated[float, Field(gt=0)] = 1
+    gpus_per_run: Annotated[float, Field(ge=0)] = 0
+
+
+class Study(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)] = "study"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    techniques: list[TechniqueSpec]
+    budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(rank=8))
+    data: DataSpec = Field(default_factory=DataSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
+
+    @field_validator("techniques", mode="before")
+    @classmethod
+    def _technique_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> Study:
+        if not self.techniques:
+            raise ValueError("techniques: list at least one technique, e.g. [lora, dora]")
+        labels = [t.run_label for t in self.techniques]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(
+                f"techniques: duplicate run labels {dupes}; give each a distinct `label`"
+            )
+        if (
+            self.budget.rank is None
+            and self.budget.trainable_params is None
+            and (self.budget.fraction is None)
+        ):
+            self.budget.rank = 8
+        return self
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _fix_for(error: dict[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "remove the key or check its spelling against `whichlora run --help` and README"
+    if kind == "missing":
+        return "add the key"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return "give a value of the type the key expects"
+    return "change the value as described"
+
+
+def validation_message(path: str | Path, exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = _format_location(error["loc"])
+        msg = error["msg"].removeprefix("Value error, ")
+        parts.append(f"key '{loc}': {msg} (fix: {_fix_for(error)})")
+    return f"Study file {path} is invalid: " + "; ".join(parts) + "."
+
+
+def parse_study(data: Any, path: str | Path = "<study>") -> Study:
+    if not isinstance(data, dict):
+        raise WhichloraError(
+            f"Study file {path} must be a YAML mapping of keys (name, model, techniques, ...), "
+            f"not {type(data).__name__}. Fix: see examples/quickstart.yaml."
+        )
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        raise WhichloraError(validation_message(path, exc)) from None
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WhichloraError(
+            f"Study file {path} does not exist. Fix: give the path of a study YAML, e.g. "
+            "examples/quickstart.yaml."
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise WhichloraError(
+            f"Study file {path} is not UTF-8 text. Fix: save it as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise WhichloraError(
+            f"Study file {path} cannot be read ({exc.strerror}). Fix: check its permissions."
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise WhichloraError(
+            f"Study file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}. "
+            "Fix: correct the YAML syntax (indentation, colons, quotes)."
+        ) from None
+    return parse_study(data, path)
+
+
+def dump_study(study: Study) -> str:
+    """The resolved study with every default, so a study folder reproduces itself."""
+    return yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

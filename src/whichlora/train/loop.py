@@ -1,0 +1,261 @@
+"""One training run: (base, technique, data, seed) -> a saved PEFT adapter and its log.
+
+The loop is one function to read top to bottom. What differs per technique is explicit in it:
+LoRA+ brings its own optimizer, AdaLoRA reallocates ranks after every optimizer step, and
+PiSSA/OLoRA rewrite base weights at init, so their adapter is converted on save to load on an
+untouched base.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whichlora.data.records import Record
+from whichlora.errors import WhichloraError
+from whichlora.models.loading import LoadedModel, load_model
+from whichlora.paths import atomic_directory, write_json_atomic
+from whichlora.techniques.budget import resolve_settings
+from whichlora.techniques.registry import get_technique
+from whichlora.train.batching import collate, grouped_batches
+from whichlora.train.prompting import encode_records
+
+ADAPTER_DIR = "adapter"
+LOG_FILE = "train_log.json"
+
+
+class TrainingDiverged(Exception):
+    """Loss became NaN or infinite: the run failed, the study goes on."""
+
+
+@dataclass
+class TrainRequest:
+    """Everything one run needs; plain values so it travels to another process or a Ray task."""
+
+    model: str = "builtin:smollm2-135m"
+    technique: str = "lora"
+    seed: int = 0
+    steps: int = 30
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    response_only_loss: bool = True
+    rank: int | None = 8
+    trainable_params: int | None = None
+    fraction: float | None = None
+    alpha: float | None = None
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    options: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    threads: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def library_versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    import whichlora
+
+    return {
+        "whichlora": whichlora.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, warmup, total)
+
+
+def train_adapter(
+    request: TrainRequest,
+    records: list[Record],
+    out_dir: Path,
+    *,
+    loaded: LoadedModel | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train and save `out_dir/adapter` plus `out_dir/train_log.json`; return the log.
+
+    `loaded` must be a freshly loaded base: the adapter is injected into it in place.
+    The output folder appears whole or not at all.
+    """
+    import torch
+    from peft import get_peft_model
+
+    if request.threads:
+        torch.set_num_threads(request.threads)
+    technique = get_technique(request.technique)
+    seed_everything(request.seed)
+    base = loaded or load_model(
+        request.model,
+        dtype=request.dtype,
+        trust_remote_code=request.trust_remote_code,
+        allow_pickle=request.allow_pickle,
+    )
+    model, tokenizer = base.model, base.tokenizer
+    examples = encode_records(tokenizer, records, request.max_length, request.response_only_loss)
+    if not examples:
+        raise WhichloraError(
+            "No training example has a response left after truncation. Fix: raise "
+            "training.max_length or check the data source."
+        )
+    settings, budget = resolve_settings(
+        model.config,
+        technique,
+        rank=request.rank,
+        trainable_params=request.trainable_params,
+        fraction=request.fraction,
+        alpha=request.alpha,
+        dropout=request.dropout,
+        target_modules=request.target_modules,
+        total_steps=request.steps,
+        options=request.options,
+    )
+    seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
+    with atomic_directory(out_dir) as scratch:
+        model = get_peft_model(model, technique.build_config(settings))
+        if technique.rewrites_base:
+            # Keep the initial adapter so the trained one can be converted to plain LoRA form
+            # that applies to the untouched base (PEFT's conversion on save).
+            model.peft_config["default"].init_lora_weights = True
+            model.save_pretrained(scratch / "initial")
+        model.train()
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+        # Per-technique optimizer: LoRA+ scales B's learning rate; others use plain AdamW.
+        if technique.make_optimizer is not None:
+            optimizer = technique.make_optimizer(
+                model, request.learning_rate, request.weight_decay, settings.options
+            )
+        else:
+            optimizer = _default_optimizer(model, request.learning_rate, request.weight_decay)
+        warmup = round(request.warmup_ratio * request.steps)
+        scheduler = _linear_schedule(optimizer, warmup, request.steps)
+        batches = grouped_batches(examples, request.batch_size, request.seed)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+        steps: list[dict[str, Any]] = []
+        tokens_seen = 0
+        started = time.perf_counter()
+        for step in range(request.steps):
+            step_start = time.perf_counter()
+            lr_now = optimizer.param_groups[0]["lr"]
+            total_loss, step_tokens = 0.0, 0
+            for _ in range(request.grad_accum):
+                batch = collate(next(batches), pad_id)
+                loss = model(**batch).loss / request.grad_accum
+                loss.backward()
+                total_loss += float(loss.detach())
+                step_tokens += int(batch["attention_mask"].sum())
+            if not math.isfinite(total_loss):
+                raise TrainingDiverged(f"loss became {total_loss} at step {step + 1}")
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(
+                    [p for p in model.parameters() if p.requires_grad], request.max_grad_norm
+                )
+            )
+            optimizer.step()
+            # AdaLoRA: reallocate the rank budget; reads gradients, so before zero_grad.
+            if technique.after_optimizer_step is not None:
+                technique.after_optimizer_step(model, step)
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            tokens_seen += step_tokens
+            steps.append(
+                {
+                    "step": step + 1,
+                    "loss": total_loss,
+                    "lr": lr_now,
+                    "grad_norm": grad_norm,
+                    "tokens": step_tokens,
+                    "seconds": time.perf_counter() - step_start,
+                }
+            )
+            if on_step is not None:
+                on_step(step + 1, total_loss)
+        wall = time.perf_counter() - started
+
+        model.eval()
+        adapter_dir = scratch / ADAPTER_DIR
+        if technique.rewrites_base:
+            model.save_pretrained(
+                adapter_dir, path_initial_model_for_weight_conversion=str(scratch / "initial")
+            )
+            shutil.rmtree(scratch / "initial")
+        else:
+            model.save_pretrained(adapter_dir)
+        adapter_bytes = sum(f.stat().st_size for f in adapter_dir.rglob("*") if f.is_file())
+        log = {
+            "technique": request.technique,
+            "seed": request.seed,
+            "request": request.__dict__,
+            "budget": {**budget, "trainable_params_measured": trainable},
+            "adapter_config": model.peft_config["default"].to_dict(),
+            "steps": steps,
+            "summary": {
+                "steps": request.steps,
+                "examples": len(examples),
+                "first_loss": steps[0]["loss"],
+                "final_loss": steps[-1]["loss"],
+                "wall_seconds": wall,
+                "seconds_per_step": wall / request.steps,
+                "tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
+                "peak_rss_mb": peak_rss_mb(),
+                "adapter_bytes": adapter_bytes,
+                "threads": torch.get_num_threads(),
+            },
+            "versions": library_versions(),
+        }
+        write_json_atomic(scratch / LOG_FILE, _jsonable(log))
+    return log
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
