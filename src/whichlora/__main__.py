@@ -1,0 +1,5 @@
+import sys
+
+from whichlora.cli import main
+
+sys.exit(main())

@@ -1,0 +1,255 @@
+"""One SQLite database per study: runs, metrics, per-example scores, training logs, analysis.
+
+Every unit of work writes its rows inside one transaction that first deletes what that unit wrote
+before, so a unit redone after a crash replaces its rows instead of duplicating them, and a unit
+killed midway leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    technique TEXT NOT NULL,
+    label TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    learning_rate REAL NOT NULL,
+    sweep INTEGER NOT NULL DEFAULT 0,
+    config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS units (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL,          -- done | failed
+    error TEXT,
+    seconds REAL,
+    finished_at TEXT DEFAULT (datetime('now')),
+    PRIMARY KEY (run_id, stage)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    split TEXT NOT NULL,           -- test | validation
+    language TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (run_id, split, language, metric)
+);
+CREATE TABLE IF NOT EXISTS examples (
+    run_id TEXT NOT NULL,
+    split TEXT NOT NULL,
+    language TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, split, language, metric, example_id)
+);
+CREATE TABLE IF NOT EXISTS training (
+    run_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    loss REAL,
+    lr REAL,
+    grad_norm REAL,
+    tokens INTEGER,
+    seconds REAL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE IF NOT EXISTS costs (
+    run_id TEXT PRIMARY KEY,
+    rank INTEGER,
+    trainable_params INTEGER,
+    trainable_fraction REAL,
+    seconds_per_step REAL,
+    tokens_per_second REAL,
+    peak_rss_mb REAL,
+    adapter_bytes INTEGER,
+    wall_seconds REAL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    run_id TEXT NOT NULL,
+    language TEXT NOT NULL,
+    example_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    PRIMARY KEY (run_id, language, example_id)
+);
+CREATE TABLE IF NOT EXISTS analysis (
+    run_id TEXT NOT NULL,          -- a run, 'base', or 'a|b' for a pair of runs
+    pooling TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    measure TEXT NOT NULL,
+    language TEXT NOT NULL,        -- '' when the measure is not per language
+    other TEXT NOT NULL,           -- second language or run, '' when none
+    value REAL,
+    PRIMARY KEY (run_id, pooling, layer, measure, language, other)
+);
+CREATE TABLE IF NOT EXISTS significance (
+    family TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (family, metric, technique)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+TABLE_KEYS = {
+    "metrics": "run_id",
+    "examples": "run_id",
+    "training": "run_id",
+    "costs": "run_id",
+    "generations": "run_id",
+    "analysis": "run_id",
+}
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # runs and units of work -------------------------------------------------------------
+    def add_run(
+        self,
+        run_id: str,
+        technique: str,
+        label: str,
+        seed: int,
+        lr: float,
+        sweep: bool,
+        config: dict[str, Any],
+    ) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    technique,
+                    label,
+                    seed,
+                    lr,
+                    int(sweep),
+                    json.dumps(config, sort_keys=True),
+                ),
+            )
+
+    def unit_status(self, run_id: str, stage: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT status FROM units WHERE run_id=? AND stage=?", (run_id, stage)
+        ).fetchone()
+        return row[0] if row else None
+
+    def unit_error(self, run_id: str, stage: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT error FROM units WHERE run_id=? AND stage=?", (run_id, stage)
+        ).fetchone()
+        return row[0] if row else None
+
+    def finish_unit(
+        self,
+        run_id: str,
+        stage: str,
+        rows: dict[str, Iterable[dict[str, Any]]] | None = None,
+        *,
+        status: str = "done",
+        error: str | None = None,
+        seconds: float | None = None,
+        clear: Iterable[tuple[str, str, tuple[Any, ...]]] | None = None,
+    ) -> None:
+        """Atomically replace a unit's rows and mark it finished.
+
+        `rows` maps table -> rows. What the unit wrote before is deleted first: by default all
+        rows of `run_id` in those tables, or exactly the (table, where, params) in `clear`.
+        """
+        rows = rows or {}
+        if clear is None:
+            clear = [(table, f"{TABLE_KEYS[table]}=?", (run_id,)) for table in rows]
+        with self.transaction() as db:
+            for table, where, params in clear:
+                db.execute(f"DELETE FROM {table} WHERE {where}", params)
+            for table, table_rows in rows.items():
+                self._insert(db, table, list(table_rows))
+            db.execute(
+                "INSERT OR REPLACE INTO units (run_id, stage, status, error, seconds) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (run_id, stage, status, error, seconds),
+            )
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        marks = ", ".join("?" for _ in columns)
+        db.executemany(
+            f"INSERT OR REPLACE INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+            [tuple(row[c] for c in columns) for row in rows],
+        )
+
+    def replace_table(self, table: str, rows: Iterable[dict[str, Any]], stage: str) -> None:
+        """Replace a whole study-level table (analysis, significance) and mark the stage done."""
+        with self.transaction() as db:
+            db.execute(f"DELETE FROM {table}")
+            self._insert(db, table, list(rows))
+            db.execute(
+                "INSERT OR REPLACE INTO units (run_id, stage, status) VALUES ('study', ?, 'done')",
+                (stage,),
+            )
+
+    def set_kv(self, key: str, value: Any) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_kv(self, key: str, default: Any = None) -> Any:
+        row = self._conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def clear_stage(self, stage: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM units WHERE stage=?", (stage,))
+
+    # reading ---------------------------------------------------------------------------
+    def frame(self, table: str) -> Any:
+        import pandas as pd
+
+        return pd.read_sql_query(f"SELECT * FROM {table}", self._conn)
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, sorted: what 'the same results' means when comparing stores."""
+        tables = [r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: sorted(self.query(f"SELECT * FROM {t}"), key=repr) for t in sorted(tables)}

@@ -1,0 +1,59 @@
+"""The study's data, built once per process and identically everywhere (seeded, no randomness
+outside the seed): training and validation records, and the evaluation set."""
+
+from __future__ import annotations
+
+from whichlora.config.study import Study
+from whichlora.data.records import Record
+from whichlora.evaluate.suite import EvalSet
+
+
+def evaluation_languages(study: Study) -> list[str]:
+    from whichlora.data.languages import bundled_language_codes
+
+    langs = study.evaluation.languages or bundled_language_codes()
+    if study.evaluation.source_language not in langs:
+        langs = [study.evaluation.source_language, *langs]
+    return list(dict.fromkeys(langs))
+
+
+def training_data(study: Study) -> tuple[list[Record], list[Record]]:
+    """(train, validation): validation items are held out by id, in every language."""
+    from whichlora.data.mixing import build_training_set
+    from whichlora.data.sources import load_instructions
+
+    data = study.data
+    records = load_instructions(data.source, data.languages, data.options)
+    return build_training_set(
+        records,
+        languages=data.languages,
+        items_per_language=data.items_per_language,
+        seed=study.training.seeds[0],
+        validation_fraction=data.validation_fraction,
+        target_ratio=data.options.get("target_ratio"),
+    )
+
+
+def evaluation_set(study: Study, validation: list[Record]) -> EvalSet:
+    from whichlora.data.knowledge import load_knowledge
+    from whichlora.data.sources import load_instructions
+
+    spec = study.evaluation
+    langs = evaluation_languages(study)
+    cap = spec.items_per_language
+    evalset = EvalSet(validation=validation)
+    if spec.knowledge:
+        knowledge = load_knowledge(spec.knowledge, langs)
+        evalset.knowledge = {
+            lang: items[:cap] if cap else items for lang, items in knowledge.items()
+        }
+    if spec.heldout:
+        heldout = load_instructions(spec.heldout, langs, {})
+        by_lang: dict[str, list[Record]] = {}
+        for record in heldout:
+            by_lang.setdefault(record.language, []).append(record)
+        for lang, records in by_lang.items():
+            records.sort(key=lambda r: r.id)
+            evalset.heldout[lang] = records[:cap] if cap else records
+            evalset.generation[lang] = records[: spec.generation_items]
+    return evalset
