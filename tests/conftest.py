@@ -8,6 +8,7 @@ OLoRA rewrite base weights in place and every run needs an untouched base.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,13 +168,18 @@ def tiny_request(tiny_model_dir: Path) -> Callable[..., Any]:
     return make
 
 
-def logits_on(model: Any, batch: dict[str, Any]) -> Any:
-    """Eval-mode logits for `batch` without gradients."""
+def _logits_on(model: Any, batch: dict[str, Any]) -> Any:
     import torch
 
     model.eval()
     with torch.no_grad():
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+
+@pytest.fixture(scope="session")
+def logits_on() -> Callable[[Any, dict[str, Any]], Any]:
+    """logits_on(model, batch): eval-mode logits without gradients."""
+    return _logits_on
 
 
 @pytest.fixture(scope="session")
@@ -184,3 +190,58 @@ def probe_batch(tokenizer: Any, records: list[Record]) -> dict[str, Any]:
 
     examples = encode_records(tokenizer, records[::7], max_length=64)
     return collate(examples, tokenizer.pad_token_id)
+
+
+@dataclass
+class TrainedRun:
+    """What `train_tiny` returns: the log, the trained in-memory model and the output folder.
+
+    `model` is the base model the loop was given: peft injects the adapter into it in place, so
+    after the run it computes exactly what the trained PeftModel computes.
+    """
+
+    log: dict[str, Any]
+    model: Any
+    out_dir: Path
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.out_dir / "adapter"
+
+    @property
+    def losses(self) -> list[float]:
+        return [step["loss"] for step in self.log["steps"]]
+
+
+@pytest.fixture
+def train_tiny(
+    tmp_path: Path,
+    records: list[Record],
+    fresh_model: Callable[[], Any],
+    tiny_request: Callable[..., Any],
+) -> Callable[..., TrainedRun]:
+    """train_tiny(technique, run_name=None, **request_overrides) -> TrainedRun on a fresh base."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from whichlora.train.loop import train_adapter
+
+    def run(technique: str = "lora", run_name: str | None = None, **overrides: Any) -> TrainedRun:
+        loaded = fresh_model()
+        out_dir = tmp_path / (run_name or technique)
+        log = train_adapter(tiny_request(technique, **overrides), records, out_dir, loaded=loaded)
+        # Guard the in-place assumption: the adapter must live in the model we hold.
+        assert any(isinstance(m, BaseTunerLayer) for m in loaded.model.modules())
+        return TrainedRun(log=log, model=loaded.model, out_dir=out_dir)
+
+    return run
+
+
+@pytest.fixture
+def load_adapter(fresh_model: Callable[[], Any]) -> Callable[[Path], Any]:
+    """Plain `PeftModel.from_pretrained` on an untouched, freshly loaded base."""
+    from peft import PeftModel
+
+    def load(adapter_dir: Path) -> Any:
+        return PeftModel.from_pretrained(fresh_model().model, adapter_dir)
+
+    return load

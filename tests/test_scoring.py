@@ -20,6 +20,8 @@ from whichlora.evaluate.scoring import (
     score_multiple_choice,
 )
 
+Model = LlamaForCausalLM
+Tok = PreTrainedTokenizerFast
 MAX_POSITIONS = 64  # small so one test item overflows and exercises left truncation
 
 CORPUS = [
@@ -76,6 +78,7 @@ def _tiny_llama(vocab_size: int, attn: str = "sdpa") -> LlamaForCausalLM:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=MAX_POSITIONS,
+        initializer_range=0.2,  # peaked predictions, so acc is not just "fewest tokens wins"
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
@@ -97,7 +100,7 @@ def model(tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
 # --------------------------------------------------------------------------- naive references
 
 
-def _naive_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:  # noqa: ANN001
+def _naive_pair(tokenizer: Tok, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """lm-eval's causal _encode_pair, written out plainly."""
     if context == "":
         cont = tokenizer.encode(continuation, add_special_tokens=False)
@@ -110,7 +113,7 @@ def _naive_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 
 
 @torch.no_grad()
-def _naive_score(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:  # noqa: ANN001
+def _naive_score(model: Model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
     """One unpadded forward per request, left-truncated to the window like HFLM."""
     inp = (ctx + cont)[-(MAX_POSITIONS + 1) :][:-1]
     logprobs = torch.log_softmax(model(torch.tensor([inp])).logits[0].float(), dim=-1)
@@ -120,7 +123,9 @@ def _naive_score(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]: 
     return total, bool((logprobs.argmax(-1) == target).all())
 
 
-def _naive_loglikelihood(model, tokenizer, requests):  # noqa: ANN001, ANN202
+def _naive_loglikelihood(
+    model: Model, tokenizer: Tok, requests: list[tuple[str, str]]
+) -> list[tuple[float, bool]]:
     return [_naive_score(model, *_naive_pair(tokenizer, c, x)) for c, x in requests]
 
 
@@ -150,7 +155,7 @@ def _lm_eval_metrics(
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 16])
-def test_loglikelihood_matches_naive(model, tokenizer, batch_size: int) -> None:  # noqa: ANN001
+def test_loglikelihood_matches_naive(model: Model, tokenizer: Tok, batch_size: int) -> None:
     requests = _mc_requests(ITEMS) + [("", "The quick brown fox"), ("Water", " boils")]
     ours = loglikelihood(model, tokenizer, requests, batch_size=batch_size)
     naive = _naive_loglikelihood(model, tokenizer, requests)
@@ -159,7 +164,7 @@ def test_loglikelihood_matches_naive(model, tokenizer, batch_size: int) -> None:
         assert greedy == ref_greedy
 
 
-def test_eager_attention_matches_naive(tokenizer) -> None:  # noqa: ANN001
+def test_eager_attention_matches_naive(tokenizer: Tok) -> None:
     """The additive block mask must mean the same to eager attention as to SDPA."""
     eager = _tiny_llama(len(tokenizer), attn="eager")
     requests = _mc_requests(ITEMS)
@@ -168,7 +173,7 @@ def test_eager_attention_matches_naive(tokenizer) -> None:  # noqa: ANN001
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in naive], abs=1e-4)
 
 
-def test_greedy_flag_is_true_for_the_models_own_continuation(model, tokenizer) -> None:  # noqa: ANN001
+def test_greedy_flag_is_true_for_the_models_own_continuation(model: Model, tokenizer: Tok) -> None:
     ctx = tokenizer.encode("The quick brown fox")
     ids = model.generate(
         torch.tensor([ctx]), max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None
@@ -177,7 +182,9 @@ def test_greedy_flag_is_true_for_the_models_own_continuation(model, tokenizer) -
     assert [greedy for _, greedy in scored] == [True, True]
 
 
-def test_unpacked_fallback_matches_naive(model, tokenizer, monkeypatch) -> None:  # noqa: ANN001
+def test_unpacked_fallback_matches_naive(
+    model: Model, tokenizer: Tok, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Flash/flex attention models take the one-request-per-row path; it must agree too."""
     monkeypatch.setattr(scoring, "_can_pack", lambda _model: False)
     requests = _mc_requests(ITEMS)
@@ -186,7 +193,7 @@ def test_unpacked_fallback_matches_naive(model, tokenizer, monkeypatch) -> None:
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in naive], abs=1e-4)
 
 
-def test_peft_wrapped_model_matches_naive(tokenizer) -> None:  # noqa: ANN001
+def test_peft_wrapped_model_matches_naive(tokenizer: Tok) -> None:
     peft = pytest.importorskip("peft")
     base = _tiny_llama(len(tokenizer))
     config = peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -197,7 +204,7 @@ def test_peft_wrapped_model_matches_naive(tokenizer) -> None:  # noqa: ANN001
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in naive], abs=1e-4)
 
 
-def test_empty_continuation_is_a_clear_error(model, tokenizer) -> None:  # noqa: ANN001
+def test_empty_continuation_is_a_clear_error(model: Model, tokenizer: Tok) -> None:
     with pytest.raises(WhichloraError, match="empty continuation"):
         loglikelihood(model, tokenizer, [("Water boils", "")])
 
@@ -206,7 +213,7 @@ def test_empty_continuation_is_a_clear_error(model, tokenizer) -> None:  # noqa:
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 16])
-def test_multiple_choice_matches_naive(model, tokenizer, batch_size: int) -> None:  # noqa: ANN001
+def test_multiple_choice_matches_naive(model: Model, tokenizer: Tok, batch_size: int) -> None:
     scores = score_multiple_choice(model, tokenizer, ITEMS, batch_size=batch_size)
     naive = _naive_loglikelihood(model, tokenizer, _mc_requests(ITEMS))
     lls = [ll for s in scores for ll in s.loglikelihoods]
@@ -215,7 +222,7 @@ def test_multiple_choice_matches_naive(model, tokenizer, batch_size: int) -> Non
     assert [(s.acc, s.acc_norm) for s in scores] == expected
 
 
-def test_multiple_choice_matches_lm_eval_hflm(model, tokenizer) -> None:  # noqa: ANN001
+def test_multiple_choice_matches_lm_eval_hflm(model: Model, tokenizer: Tok) -> None:
     hf = pytest.importorskip(
         "lm_eval.models.huggingface",
         reason="lm-eval not installed (pip install whichlora[harness])",
@@ -237,7 +244,9 @@ def test_multiple_choice_matches_lm_eval_hflm(model, tokenizer) -> None:  # noqa
     assert [(s.acc, s.acc_norm) for s in scores] == expected
 
 
-def test_acc_norm_divides_by_choice_characters(model, tokenizer, monkeypatch) -> None:  # noqa: ANN001
+def test_acc_norm_divides_by_choice_characters(
+    model: Model, tokenizer: Tok, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Choice 1 has the lower total but the better per-character score."""
     fake = [(-10.0, False), (-12.0, False)]
     monkeypatch.setattr(scoring, "_score_tokens", lambda *args, **kwargs: fake)
@@ -246,18 +255,18 @@ def test_acc_norm_divides_by_choice_characters(model, tokenizer, monkeypatch) ->
     assert (score.pred, score.pred_norm, score.acc, score.acc_norm) == (0, 1, 0.0, 1.0)
 
 
-def test_multiple_choice_progress_counts_items(model, tokenizer) -> None:  # noqa: ANN001
+def test_multiple_choice_progress_counts_items(model: Model, tokenizer: Tok) -> None:
     seen: list[int] = []
     score_multiple_choice(model, tokenizer, ITEMS, batch_size=3, progress=seen.append)
     assert sum(seen) == len(ITEMS)
 
 
-def test_bad_gold_is_a_clear_error(model, tokenizer) -> None:  # noqa: ANN001
+def test_bad_gold_is_a_clear_error(model: Model, tokenizer: Tok) -> None:
     with pytest.raises(WhichloraError, match="gold"):
         score_multiple_choice(model, tokenizer, [MultipleChoiceItem("Q:", ["a", "b"], gold=2)])
 
 
-def test_training_mode_is_restored(tokenizer) -> None:  # noqa: ANN001
+def test_training_mode_is_restored(tokenizer: Tok) -> None:
     model = _tiny_llama(len(tokenizer)).train()
     score_multiple_choice(model, tokenizer, ITEMS[:2])
     assert model.training
@@ -274,7 +283,9 @@ PAIRS = [
 
 
 @torch.no_grad()
-def _naive_response_nll(model, tokenizer, prompt: str, response: str) -> tuple[float, int]:  # noqa: ANN001
+def _naive_response_nll(
+    model: Model, tokenizer: Tok, prompt: str, response: str
+) -> tuple[float, int]:
     prompt_ids = tokenizer.encode(prompt) if prompt else [tokenizer.bos_token_id]
     response_ids = tokenizer.encode(response, add_special_tokens=False)
     ids = prompt_ids + response_ids
@@ -284,7 +295,7 @@ def _naive_response_nll(model, tokenizer, prompt: str, response: str) -> tuple[f
     return nll, len(response_ids)
 
 
-def test_response_nll_counts_only_response_tokens(model, tokenizer) -> None:  # noqa: ANN001
+def test_response_nll_counts_only_response_tokens(model: Model, tokenizer: Tok) -> None:
     ours = response_nll(model, tokenizer, PAIRS, batch_size=3)
     for (nll, n), (prompt, response) in zip(ours, PAIRS, strict=True):
         ref_nll, ref_n = _naive_response_nll(model, tokenizer, prompt, response)
@@ -296,7 +307,7 @@ def test_response_nll_counts_only_response_tokens(model, tokenizer) -> None:  # 
     assert longer[0][1] == ours[0][1]
 
 
-def test_response_nll_empty_response(model, tokenizer) -> None:  # noqa: ANN001
+def test_response_nll_empty_response(model: Model, tokenizer: Tok) -> None:
     assert response_nll(model, tokenizer, [("Say something:", "")]) == [(0.0, 0)]
 
 
@@ -311,20 +322,20 @@ PROMPTS = [
 ]
 
 
-def test_generate_batched_equals_unbatched(model, tokenizer) -> None:  # noqa: ANN001
+def test_generate_batched_equals_unbatched(model: Model, tokenizer: Tok) -> None:
     one = generate(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=1)
     four = generate(model, tokenizer, PROMPTS, max_new_tokens=8, batch_size=4)
     assert one == four
     assert all(isinstance(text, str) and text == text.strip() for text in one)
 
 
-def test_generate_stops_at_eos(tokenizer) -> None:  # noqa: ANN001
+def test_generate_stops_at_eos(tokenizer: Tok) -> None:
     """Force EOS on the third step: the text is exactly the first two tokens' text."""
     model = _tiny_llama(len(tokenizer))
     two_tokens = generate(model, tokenizer, PROMPTS[:1], max_new_tokens=2)
     calls = []
 
-    def force_eos(_module, _inputs, logits: torch.Tensor) -> torch.Tensor:
+    def force_eos(_module: torch.nn.Module, _inputs: tuple, logits: torch.Tensor) -> torch.Tensor:
         calls.append(1)
         if len(calls) >= 3:
             logits = logits.clone()

@@ -26,6 +26,10 @@ class ModelSpec(Strict):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = Field(False, description="run model code from the hub (off: safer)")
     allow_pickle: bool = Field(False, description="allow non-safetensors weights (can run code)")
+    device: str = Field("auto", description="auto (a GPU when torch sees one), cpu, cuda, cuda:1")
+    device_map: str | None = Field(
+        None, description="'auto' spreads one run over every visible GPU (accelerate)"
+    )
 
 
 class BudgetSpec(Strict):
@@ -108,6 +112,9 @@ class DataSpec(Strict):
     )
     items_per_language: Annotated[int, Field(ge=1)] | None = None
     validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    target_ratio: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, description="add target-language items, e.g. {sw: 0.01} = 1% of the source count"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific settings")
 
 

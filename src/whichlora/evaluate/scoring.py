@@ -6,6 +6,10 @@ published harness results. The speed-up comes from running each shared context o
 and all of its continuations are packed into one row, with a block attention mask (every
 continuation sees the context and itself, never its siblings) and position ids that restart after
 the context. Only the continuation positions are projected to the vocabulary.
+
+``batch_size`` counts continuations per forward pass, as lm-eval's does, so equal batch sizes
+mean comparable memory. Log-softmax runs in float32; HFLM uses the model dtype, so bf16/fp16
+results may differ from it in the last digits (float32 results match to about 1e-5).
 """
 
 from __future__ import annotations
@@ -14,11 +18,18 @@ import contextlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from whichlora.errors import WhichloraError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+CausalLM = torch.nn.Module
+"""Any Hugging Face causal LM, or a PEFT wrapper around one."""
 
 Progress = Callable[[int], None]
 """Called with how many units (requests, items, pairs or prompts) a batch just finished."""
@@ -58,7 +69,7 @@ class MultipleChoiceScore:
 class _LmEvalTokenizer:
     """Mirrors HFLM's tok_encode/_encode_pair so token boundaries (and scores) match lm-eval."""
 
-    def __init__(self, tokenizer) -> None:  # noqa: ANN001 - any HF tokenizer
+    def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.prefix_token_id: int | None = bos if bos is not None else eos
@@ -105,7 +116,7 @@ class _LmEvalTokenizer:
         return context_enc, whole[len(context_enc) :]
 
 
-def _max_length(model, tokenizer) -> int:  # noqa: ANN001
+def _max_length(model: CausalLM, tokenizer: Tokenizer) -> int:
     """The context window lm-eval would assume for this model."""
     config = getattr(model, "config", None)
     config = getattr(config, "text_config", None) or config
@@ -240,36 +251,48 @@ def _block_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[:, None]
 
 
+def _padding_mask(segments: torch.Tensor) -> torch.Tensor:
+    """Ordinary 2D mask for one-request rows; the model adds causality itself."""
+    return (segments >= 0).long()
+
+
 # --------------------------------------------------------------------------- model calls
 
 
-def _base_model(model):  # noqa: ANN001, ANN202
+def _base_model(model: CausalLM) -> CausalLM:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _accepts_logits_to_keep(model) -> bool:  # noqa: ANN001
+def _accepts_logits_to_keep(model: CausalLM) -> bool:
     return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
 
 
-def _can_pack(model) -> bool:  # noqa: ANN001
-    """Flash/flex kernels ignore custom 4D masks, so they get one request per row instead."""
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
-    return impl in _PACKABLE_ATTENTION
+def _can_pack(model: CausalLM) -> bool:
+    """Our block mask replaces the model's own: only safe for plain full-causal attention.
+
+    Flash/flex kernels ignore custom 4D masks and sliding-window models would lose their window,
+    so those get one request per row with an ordinary padding mask instead.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", "eager") not in _PACKABLE_ATTENTION:
+        return False
+    uses_window = getattr(config, "use_sliding_window", True)
+    return not (getattr(config, "sliding_window", None) and uses_window)
 
 
-def _model_dtype(model) -> torch.dtype:  # noqa: ANN001
+def _model_dtype(model: CausalLM) -> torch.dtype:
     dtype = getattr(model, "dtype", None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
 
 
-def _pad_id(tokenizer) -> int:  # noqa: ANN001
+def _pad_id(tokenizer: Tokenizer) -> int:
     pad = tokenizer.pad_token_id
     pad = tokenizer.eos_token_id if pad is None else pad
     return 0 if pad is None else pad
 
 
 @contextlib.contextmanager
-def _eval_mode(model) -> Iterator[None]:  # noqa: ANN001
+def _eval_mode(model: CausalLM) -> Iterator[None]:
     """Score in eval mode, then leave the model as the caller had it (e.g. mid-training)."""
     was_training = model.training
     model.eval()
@@ -290,12 +313,11 @@ class _Plan:
     dtype: torch.dtype
 
 
-def _score_batch(model, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:  # noqa: ANN001
+def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:
     """One forward pass; returns (request index, loglikelihood, is_greedy) per request."""
     lay = _layout(rows, plan.pad_id)
     device = model.device
-    packed_mask = _block_mask(lay.segments, plan.dtype) if plan.packed else None
-    mask = packed_mask if packed_mask is not None else (lay.segments >= 0).long()
+    mask = _block_mask(lay.segments, plan.dtype) if plan.packed else _padding_mask(lay.segments)
     kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
     logits = model(
         input_ids=lay.input_ids.to(device),
@@ -326,8 +348,8 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _score_tokens(
-    model,  # noqa: ANN001
-    tokenizer,  # noqa: ANN001
+    model: CausalLM,
+    tokenizer: Tokenizer,
     requests: Sequence[TokenRequest],
     batch_size: int,
     on_done: Callable[[list[int]], None] | None = None,
@@ -359,8 +381,8 @@ def _count_progress(progress: Progress | None) -> Callable[[list[int]], None] | 
 
 
 def loglikelihood(
-    model,  # noqa: ANN001 - any HF causal LM (or PEFT wrapper)
-    tokenizer,  # noqa: ANN001
+    model: CausalLM,
+    tokenizer: Tokenizer,
     requests: list[tuple[str, str]],
     batch_size: int = 16,
     progress: Progress | None = None,
@@ -398,7 +420,9 @@ def _check_item(item: MultipleChoiceItem, index: int) -> None:
         )
 
 
-def _item_progress(owners: list[int], n_items: int, progress: Progress | None):  # noqa: ANN202
+def _item_progress(
+    owners: list[int], n_items: int, progress: Progress | None
+) -> Callable[[list[int]], None] | None:
     """Turn finished requests into finished items (an item is done when all choices are)."""
     if progress is None:
         return None
@@ -418,8 +442,8 @@ def _item_progress(owners: list[int], n_items: int, progress: Progress | None): 
 
 
 def score_multiple_choice(
-    model,  # noqa: ANN001
-    tokenizer,  # noqa: ANN001
+    model: CausalLM,
+    tokenizer: Tokenizer,
     items: list[MultipleChoiceItem],
     batch_size: int = 16,
     progress: Progress | None = None,
@@ -442,8 +466,8 @@ def score_multiple_choice(
 
 
 def response_nll(
-    model,  # noqa: ANN001
-    tokenizer,  # noqa: ANN001
+    model: CausalLM,
+    tokenizer: Tokenizer,
     pairs: list[tuple[str, str]],
     batch_size: int = 16,
     progress: Progress | None = None,
@@ -472,7 +496,7 @@ def response_nll(
     return results
 
 
-def _eos_ids(model, tokenizer) -> list[int]:  # noqa: ANN001
+def _eos_ids(model: CausalLM, tokenizer: Tokenizer) -> list[int]:
     """Stop on the tokenizer's EOS and on any the model's generation config adds (e.g. im_end)."""
     ids: list[int] = []
     for value in (
@@ -495,7 +519,7 @@ def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def _decode_new(tokenizer, new_tokens: torch.Tensor, eos_ids: list[int]) -> str:  # noqa: ANN001
+def _decode_new(tokenizer: Tokenizer, new_tokens: torch.Tensor, eos_ids: list[int]) -> str:
     tokens = new_tokens.tolist()
     stops = [i for i, tok in enumerate(tokens) if tok in eos_ids]
     if stops:
@@ -504,8 +528,8 @@ def _decode_new(tokenizer, new_tokens: torch.Tensor, eos_ids: list[int]) -> str:
 
 
 def generate(
-    model,  # noqa: ANN001
-    tokenizer,  # noqa: ANN001
+    model: CausalLM,
+    tokenizer: Tokenizer,
     prompts: list[str],
     max_new_tokens: int = 48,
     batch_size: int = 8,

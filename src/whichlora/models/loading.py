@@ -40,6 +40,20 @@ def resolve_model_path(ref: str) -> str:
     return ref
 
 
+def resolve_device(device: str) -> str:
+    """'auto' means the GPU when torch sees one: the same study file runs on a laptop or a node."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise WhichloraError(
+            f"model.device is '{device}' but torch sees no GPU. Fix: use device: auto or cpu, or "
+            "install a CUDA build of torch (see README)."
+        )
+    return device
+
+
 def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
@@ -56,7 +70,8 @@ def load_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
-    device: str | None = None,
+    device: str = "auto",
+    device_map: str | None = None,
 ) -> LoadedModel:
     """Load a fresh base model. Always fresh: PiSSA/OLoRA mutate base weights in place."""
     import torch
@@ -76,14 +91,15 @@ def load_model(
             dtype=getattr(torch, dtype),
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,
+            device_map=device_map,
         )
     except OSError as exc:
         raise WhichloraError(
             f"Could not load model '{ref}': {exc}. Fix: check the id or folder; hub models need "
             "network access (or a filled Hugging Face cache)."
         ) from exc
-    if device:
-        model.to(device)
+    if device_map is None:
+        model.to(resolve_device(device))
     model.eval()
     tokenizer = load_tokenizer(ref, trust_remote_code=trust_remote_code)
     if model.generation_config.pad_token_id is None:

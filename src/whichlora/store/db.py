@@ -102,6 +102,12 @@ CREATE TABLE IF NOT EXISTS kv (
 );
 """
 
+VOLATILE = {
+    "units": ("seconds", "finished_at"),
+    "training": ("seconds",),
+    "costs": ("seconds_per_step", "tokens_per_second", "peak_rss_mb", "wall_seconds"),
+}
+
 TABLE_KEYS = {
     "metrics": "run_id",
     "examples": "run_id",
@@ -249,7 +255,17 @@ class Store:
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return self._conn.execute(sql, params).fetchall()
 
-    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every table's rows, sorted: what 'the same results' means when comparing stores."""
+    def dump(self, results_only: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, sorted: what 'the same results' means when comparing stores.
+
+        With `results_only`, wall-clock columns (timings, memory, dates) are left out: they differ
+        between any two runs of the same study, results must not.
+        """
         tables = [r[0] for r in self.query("SELECT name FROM sqlite_master WHERE type='table'")]
-        return {t: sorted(self.query(f"SELECT * FROM {t}"), key=repr) for t in sorted(tables)}
+        out = {}
+        for table in sorted(tables):
+            columns = [r[1] for r in self.query(f"PRAGMA table_info({table})")]
+            keep = [c for c in columns if not (results_only and c in VOLATILE.get(table, ()))]
+            rows = self.query(f"SELECT {', '.join(keep)} FROM {table}")
+            out[table] = sorted(rows, key=repr)
+        return out

@@ -9,9 +9,9 @@ from whichlora.evaluate.suite import EvalSet
 
 
 def evaluation_languages(study: Study) -> list[str]:
-    from whichlora.data.languages import bundled_language_codes
+    from whichlora.data.languages import bundled_languages
 
-    langs = study.evaluation.languages or bundled_language_codes()
+    langs = study.evaluation.languages or sorted(bundled_languages())
     if study.evaluation.source_language not in langs:
         langs = [study.evaluation.source_language, *langs]
     return list(dict.fromkeys(langs))
@@ -30,7 +30,8 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
         items_per_language=data.items_per_language,
         seed=study.training.seeds[0],
         validation_fraction=data.validation_fraction,
-        target_ratio=data.options.get("target_ratio"),
+        target_ratio=data.target_ratio,
+        source_language=study.evaluation.source_language,
     )
 
 

@@ -65,6 +65,8 @@ def train_request(study: Study, spec: TechniqueSpec, seed: int, lr: float) -> Tr
         dtype=study.model.dtype,
         trust_remote_code=study.model.trust_remote_code,
         allow_pickle=study.model.allow_pickle,
+        device=study.model.device,
+        device_map=study.model.device_map,
         threads=training.threads,
     )
 

@@ -53,6 +53,8 @@ def load_scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
         dtype=spec.dtype,
         trust_remote_code=spec.trust_remote_code,
         allow_pickle=spec.allow_pickle,
+        device=spec.device,
+        device_map=spec.device_map,
     )
     model = loaded.model
     if run_id != BASE:

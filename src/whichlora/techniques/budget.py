@@ -35,7 +35,11 @@ def count_params(model_config: Any, technique: Technique, settings: AdapterSetti
 
     from peft import get_peft_model
 
-    with warnings.catch_warnings():
+    import torch
+
+    # The adapter is built on meta too: built on CPU and then moved to the meta base, peft re-wraps
+    # frozen parameters (AdaLoRA's `ranknum`) as new, trainable ones and the count comes out high.
+    with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
         model = get_peft_model(_meta_model(model_config), _count_config(technique, settings))
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -74,7 +78,9 @@ def solve_rank(
 ) -> tuple[int, int]:
     """Rank whose trainable count is nearest `target` (ties to the smaller); returns (rank, count).
 
-    Counts rise with rank for every registered technique, so a bisection finds the crossing.
+    Where counts rise with rank a bisection finds the crossing. Where they do not (LoKr: peft
+    stores a factor whole once the rank reaches half its width, so the count can fall back as the
+    rank rises), every rank is counted.
     """
     top = max_rank(model_config, settings.target_modules)
 
@@ -82,6 +88,9 @@ def solve_rank(
     def count(rank: int) -> int:
         return count_params(model_config, technique, replace(settings, rank=rank))
 
+    if not technique.count_rises_with_rank:
+        best = min(range(1, top + 1), key=lambda r: (abs(count(r) - target), r))
+        return best, count(best)
     low, high = 1, top
     if count(high) <= target:
         return high, count(high)

@@ -44,6 +44,7 @@ class Technique:
     make_optimizer: OptimizerFactory | None = None
     after_optimizer_step: StepHook | None = None
     rewrites_base: bool = False  # PiSSA/OLoRA: compare against a fresh base, convert on save
+    count_rises_with_rank: bool = True  # False: solve_rank counts every rank instead of bisecting
     option_names: tuple[str, ...] = ()
 
 
@@ -217,6 +218,9 @@ _ENTRIES = [
         "Yeh et al. 2024, Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to "
         "Model Evaluation, arXiv:2309.14859",
         _lokr,
+        # peft stores a Kronecker factor whole once the rank reaches half its width: fewer
+        # parameters than the rank below, so the count is not monotonic in the rank.
+        count_rises_with_rank=False,
     ),
 ]
 

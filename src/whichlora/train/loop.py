@@ -62,6 +62,8 @@ class TrainRequest:
     dtype: str = "float32"
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    device: str = "auto"
+    device_map: str | None = None
     threads: int | None = None
 
 
@@ -132,6 +134,8 @@ def train_adapter(
         dtype=request.dtype,
         trust_remote_code=request.trust_remote_code,
         allow_pickle=request.allow_pickle,
+        device=request.device,
+        device_map=request.device_map,
     )
     model, tokenizer = base.model, base.tokenizer
     examples = encode_records(tokenizer, records, request.max_length, request.response_only_loss)
@@ -173,6 +177,7 @@ def train_adapter(
         warmup = round(request.warmup_ratio * request.steps)
         scheduler = _linear_schedule(optimizer, warmup, request.steps)
         batches = grouped_batches(examples, request.batch_size, request.seed)
+        device = next(p.device for p in model.parameters() if p.requires_grad)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
         steps: list[dict[str, Any]] = []
@@ -183,7 +188,7 @@ def train_adapter(
             lr_now = optimizer.param_groups[0]["lr"]
             total_loss, step_tokens = 0.0, 0
             for _ in range(request.grad_accum):
-                batch = collate(next(batches), pad_id)
+                batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
                 loss = model(**batch).loss / request.grad_accum
                 loss.backward()
                 total_loss += float(loss.detach())

@@ -1,0 +1,182 @@
+"""The report's supporting sections: inside the model, cost, and how the study ran (loss curves,
+failures, configuration, versions), so a result can be checked and reproduced."""
+
+from __future__ import annotations
+
+import platform
+
+import pandas as pd
+
+from whichlora.report.document import Code, Document, Figure, Heading, Section, Table
+from whichlora.report.figures import loss_figure
+from whichlora.report.inputs import ReportInputs
+from whichlora.report.layers import (
+    CKA_MEASURES,
+    LINE_MEASURES,
+    choose_pooling,
+    heatmap_figure,
+    layer_lines,
+    lines_figure,
+    similarity_maps,
+)
+from whichlora.report.tables import cost_table
+
+ERROR_CHARS = 600
+
+
+def layers_section(inputs: ReportInputs, doc: Document) -> Section:
+    section = Section("Inside the model: layer by layer", "layers")
+    pooling = choose_pooling(inputs.analysis)
+    if pooling is None:
+        section.note("No representation analysis yet: run `whichlora analyze`.")
+        return section
+    section.text(
+        f"Hidden states of parallel sentences, {pooling}-pooled per layer. Similarity to the "
+        f"source language ({inputs.source}) is the mean cosine between a sentence and its "
+        "translation; higher means the model represents the languages more alike."
+    )
+    section.blocks.append(Heading("Language similarity to the source, per layer"))
+    maps = similarity_maps(inputs, pooling)
+    if maps.empty:
+        section.note("The analysis has no similarity-to-source measurements.")
+    else:
+        doc.exports["layer_similarity"] = maps
+        section.blocks.append(
+            Figure("similarity_heatmaps", heatmap_figure(maps, inputs, difference=False),
+                   "Cosine similarity to the source per layer (rows) and language (columns), "
+                   "mean over seeds; same colour scale in every panel.",
+                   "Heatmaps of similarity to the source language per layer and language")
+        )
+        if "base" in set(maps["technique"]) and set(maps["technique"]) - {"base"}:
+            section.blocks.append(
+                Figure("similarity_change", heatmap_figure(maps, inputs, difference=True),
+                       "Change against the base model: orange = tuning pulled the language "
+                       "towards the source, purple = pushed it away.",
+                       "Heatmaps of the change in similarity to the source against the base")
+            )
+    section.blocks.append(Heading("How far each layer moved from the base (CKA)"))
+    cka = layer_lines(inputs, pooling, CKA_MEASURES)
+    if cka.empty:
+        section.note("The analysis has no CKA-to-base measurements.")
+    else:
+        doc.exports["layer_cka"] = cka
+        section.blocks.append(
+            Figure("cka_to_base", lines_figure(cka, inputs, CKA_MEASURES,
+                                               dict.fromkeys(CKA_MEASURES, "CKA with base "
+                                                             "(1 = unchanged)")),
+                   "Similarity of each layer's representations to the base model's (1 = the "
+                   "same up to rotation and scale); band = range over seeds.",
+                   "Line plot of CKA to the base model per layer and technique")
+        )
+    extra = {m: t for m, t in LINE_MEASURES.items() if m != "sim_to_source"}
+    lines = layer_lines(inputs, pooling, extra)
+    if not lines.empty:
+        doc.exports["layer_alignment"] = lines
+        titles = {"retrieval_to_source": "translation retrieval", "probe": "language-ID probe"}
+        section.blocks.append(
+            Figure("alignment", lines_figure(lines, inputs, titles, extra),
+                   "Retrieval: share of sentences whose nearest source sentence is their "
+                   "translation (higher = more language-neutral). Probe: accuracy of a linear "
+                   "classifier telling languages apart (lower = more language-neutral).",
+                   "Line plots of retrieval and probe accuracy per layer")
+        )
+    return section
+
+
+def cost_section(inputs: ReportInputs) -> Section:
+    section = Section("Cost", "cost")
+    table = cost_table(inputs)
+    if table is None:
+        section.note("No cost records yet: they are written when a run finishes training.")
+    else:
+        section.blocks.append(table)
+    return section
+
+
+def _runs_table(inputs: ReportInputs) -> Table:
+    p = inputs.planned
+    display = pd.DataFrame(
+        {
+            "run": p["run_id"],
+            "technique": p["label"],
+            "seed": p["seed"].astype(str),
+            "learning rate": p["learning_rate"].map(lambda v: f"{v:.2g}"),
+            "train": p["train"],
+            "evaluate": p["evaluate"],
+            "in results": p["selected"].map({True: "yes", False: "no"}),
+        }
+    )
+    classes = pd.DataFrame({"train": p["train"].map({"failed": "bad"}).fillna(""),
+                            "evaluate": p["evaluate"].map({"failed": "bad"}).fillna("")})
+    return Table(
+        "runs",
+        "Every planned run. 'in results': counted in this report (the chosen learning rate when "
+        "the study swept rates).",
+        display,
+        p,
+        classes.reindex(columns=display.columns).fillna(""),
+    )
+
+
+def _versions_table(inputs: ReportInputs) -> Table:
+    import matplotlib
+    import numpy
+
+    report = {"python": platform.python_version(), "numpy": numpy.__version__,
+              "pandas": pd.__version__, "matplotlib": matplotlib.__version__}
+    v = inputs.versions
+    libraries = [c for c in v.columns if c != "run_id"]
+    rows = []
+    for library in libraries:
+        found = sorted(set(v[library].dropna()))
+        rows.append({"library": library, "training runs": ", ".join(found)})
+    for library, version in report.items():
+        rows.append({"library": f"{library} (report)", "training runs": version})
+    data = pd.DataFrame(rows, columns=["library", "training runs"])
+    return Table(
+        "versions",
+        "Library versions: from each run's train_log.json (several versions listed means runs "
+        "differed), then those that built this report.",
+        data.rename(columns={"training runs": "version"}),
+        v if not v.empty else data,
+    )
+
+
+def training_section(inputs: ReportInputs) -> Section:
+    section = Section("Training, failures and reproducibility", "training")
+    section.blocks.append(Heading("Training loss"))
+    if inputs.training.empty:
+        section.note("No training logs yet.")
+    else:
+        section.blocks.append(
+            Figure("training_loss",
+                   loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
+                   "Training loss per optimizer step for every run in the results.",
+                   "Line plot of training loss per step for each run")
+        )
+    section.blocks.append(Heading("Runs and failures"))
+    failed = inputs.planned[inputs.planned["failed_stage"].notna()]
+    if failed.empty:
+        section.text("No run failed.")
+    else:
+        errors = failed["error"].map(
+            lambda e: e if len(e) <= ERROR_CHARS else e[:ERROR_CHARS] + " …"
+        )
+        section.blocks.append(
+            Table(
+                "failed_runs",
+                f"{len(failed)} failed run(s); they are left out of every result above.",
+                pd.DataFrame({"run": failed["run_id"], "stage": failed["failed_stage"],
+                              "error": errors}),
+                failed[["run_id", "label", "seed", "failed_stage", "error"]],
+            )
+        )
+    section.blocks.append(_runs_table(inputs))
+    section.blocks.append(Heading("Study configuration (resolved.yaml)"))
+    if inputs.config_text:
+        section.blocks.append(Code(inputs.config_text, "yaml"))
+    else:
+        section.note("resolved.yaml is missing from the study folder.")
+    section.blocks.append(Heading("Library versions"))
+    section.blocks.append(_versions_table(inputs))
+    return section

@@ -1,0 +1,143 @@
+"""Everything the report reads, gathered once from the study folder and its store.
+
+Sections only look at these frames, so each can check for what is missing and say so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from whichlora.report.style import Palette
+from whichlora.study.context import RESOLVED, StudyContext
+
+BASE = "base"
+RUN_COLUMNS = ["run_id", "technique", "label", "seed", "learning_rate"]
+
+
+@dataclass
+class ReportInputs:
+    study: Any  # whichlora.config.study.Study
+    study_dir: Path
+    runs: pd.DataFrame  # selected runs: run_id, technique (registry name), label, seed, lr
+    planned: pd.DataFrame  # every planned run, with its train/evaluate status and error
+    labels: list[str]  # techniques as shown, in study order, only those with a selected run
+    baseline: str
+    source: str
+    seen: list[str]  # target languages in the training data
+    unseen: list[str]  # target languages evaluated but never trained on
+    metrics: pd.DataFrame  # test split, base + selected runs
+    examples: pd.DataFrame
+    training: pd.DataFrame
+    costs: pd.DataFrame
+    analysis: pd.DataFrame
+    significance: pd.DataFrame
+    config_text: str
+    versions: pd.DataFrame  # run_id + one column per library
+    palette: Palette
+    resamples: int
+    alpha: float
+
+    @property
+    def targets(self) -> list[str]:
+        return self.seen + self.unseen
+
+    def label_of(self, name: str) -> str:
+        """Map a technique name as the analysis wrote it (label or registry name) to its label."""
+        if name in self.labels or self.runs.empty:
+            return name
+        match = self.runs.loc[self.runs["technique"] == name, "label"].unique()
+        return str(match[0]) if len(match) == 1 else name
+
+    def runs_of(self, label: str) -> pd.DataFrame:
+        return self.runs[self.runs["label"] == label]
+
+
+def _planned(ctx: StudyContext, selected: set[str]) -> pd.DataFrame:
+    units = ctx.store.frame("units")
+    rows = []
+    for run in ctx.runs:
+        row = {c: getattr(run, c) for c in RUN_COLUMNS}
+        for stage in ("train", "evaluate"):
+            hit = units[(units["run_id"] == run.run_id) & (units["stage"] == stage)]
+            row[stage] = str(hit["status"].iloc[0]) if len(hit) else "not run"
+            if len(hit) and hit["status"].iloc[0] == "failed":
+                row.setdefault("failed_stage", stage)
+                row.setdefault("error", str(hit["error"].iloc[0] or "(no message)"))
+        row["selected"] = run.run_id in selected
+        rows.append(row)
+    columns = [*RUN_COLUMNS, "train", "evaluate", "selected", "failed_stage", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _versions(study_dir: Path, run_ids: list[str]) -> pd.DataFrame:
+    rows = []
+    for run_id in run_ids:
+        path = study_dir / "runs" / run_id / "train_log.json"
+        try:
+            versions = json.loads(path.read_text(encoding="utf-8")).get("versions") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        rows.append({"run_id": run_id, **{str(k): str(v) for k, v in versions.items()}})
+    return pd.DataFrame(rows)
+
+
+def _languages(ctx: StudyContext, metrics: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+    source = ctx.study.evaluation.source_language
+    trained = set(ctx.study.data.languages)
+    evaluated = sorted(set(metrics["language"])) if len(metrics) else []
+    seen = [lang for lang in evaluated if lang in trained and lang != source]
+    unseen = [lang for lang in evaluated if lang not in trained and lang != source]
+    return source, seen, unseen
+
+
+def load_inputs(ctx: StudyContext) -> ReportInputs:
+    store = ctx.store
+    chosen = ctx.selected_runs()
+    keep = {BASE, *(r.run_id for r in chosen)}
+
+    def table(name: str, split: str | None = None) -> pd.DataFrame:
+        frame = store.frame(name)
+        frame = frame[frame["run_id"].isin(keep)]
+        if split is not None:
+            frame = frame[frame["split"] == split]
+        return frame.reset_index(drop=True)
+
+    metrics, examples = table("metrics", "test"), table("examples", "test")
+    training, costs = table("training"), table("costs")
+    with_data = set(metrics["run_id"]) | set(training["run_id"]) | set(costs["run_id"])
+    runs = pd.DataFrame(
+        [{c: getattr(r, c) for c in RUN_COLUMNS} for r in chosen if r.run_id in with_data],
+        columns=RUN_COLUMNS,
+    )
+    order = [t.run_label for t in ctx.study.techniques]
+    source, seen, unseen = _languages(ctx, metrics)
+    resolved = ctx.study_dir / RESOLVED
+    inputs = ReportInputs(
+        study=ctx.study,
+        study_dir=ctx.study_dir,
+        runs=runs,
+        planned=_planned(ctx, {r.run_id for r in chosen}),
+        labels=[label for label in order if label in set(runs["label"])],
+        baseline=ctx.study.analysis.baseline,
+        source=source,
+        seen=seen,
+        unseen=unseen,
+        metrics=metrics,
+        examples=examples,
+        training=training,
+        costs=costs,
+        analysis=table("analysis"),
+        significance=store.frame("significance"),
+        config_text=resolved.read_text(encoding="utf-8") if resolved.is_file() else "",
+        versions=_versions(ctx.study_dir, list(runs["run_id"])),
+        palette=Palette(order),
+        resamples=ctx.study.analysis.bootstrap_resamples,
+        alpha=ctx.study.analysis.alpha,
+    )
+    inputs.baseline = inputs.label_of(inputs.baseline)
+    return inputs

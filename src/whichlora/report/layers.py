@@ -1,0 +1,143 @@
+"""Layer-wise plots of what tuning did inside the model: language similarity per layer beside the
+base, and how far each layer drifted from the base (CKA)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from whichlora.report.inputs import BASE, ReportInputs
+from whichlora.report.style import BASE_COLOR, figure, styled, to_png
+
+CKA_MEASURES = {"cka_base": "linear CKA", "cka_base_unbiased": "unbiased CKA"}
+LINE_MEASURES = {
+    "sim_to_source": "mean cosine similarity to {source}",
+    "retrieval_to_source": "retrieval accuracy to {source} (share)",
+    "probe": "language-ID probe accuracy (share)",
+}
+
+
+def choose_pooling(analysis: pd.DataFrame) -> str | None:
+    """Mean pooling when there is a choice: it summarises a sentence, not its last token."""
+    poolings = sorted(set(analysis["pooling"]))
+    if not poolings:
+        return None
+    return "mean" if "mean" in poolings else poolings[0]
+
+
+def labelled(inputs: ReportInputs, measure: str, pooling: str) -> pd.DataFrame:
+    """Rows of one measure with a `technique` column (label, or 'base')."""
+    a = inputs.analysis
+    frame = a[(a["measure"] == measure) & (a["pooling"] == pooling)].copy()
+    names = {**dict(zip(inputs.runs["run_id"], inputs.runs["label"], strict=True)), BASE: BASE}
+    frame["technique"] = frame["run_id"].map(names)
+    return frame.dropna(subset=["technique", "value"])
+
+
+def similarity_maps(inputs: ReportInputs, pooling: str) -> pd.DataFrame:
+    """sim_to_source as technique, layer, language, value (mean over seeds); source left out."""
+    frame = labelled(inputs, "sim_to_source", pooling)
+    frame = frame[frame["language"] != inputs.source]
+    out = frame.groupby(["technique", "layer", "language"], as_index=False)["value"].mean()
+    return out
+
+
+def _language_order(inputs: ReportInputs, present: set[str]) -> tuple[list[str], int]:
+    seen = [lang for lang in inputs.seen if lang in present]
+    rest = sorted(present - set(seen))
+    return seen + rest, len(seen)
+
+
+@styled
+def heatmap_figure(maps: pd.DataFrame, inputs: ReportInputs, difference: bool) -> bytes:
+    """Layer x language panels: base then each technique, or each technique minus the base."""
+    languages, n_seen = _language_order(inputs, set(maps["language"]))
+    names = [lab for lab in inputs.labels if lab in set(maps["technique"])]
+    if not difference:
+        names = [BASE, *names] if BASE in set(maps["technique"]) else names
+    grids = {
+        name: maps[maps["technique"] == name].pivot(index="layer", columns="language",
+                                                    values="value").reindex(columns=languages)
+        for name in names
+    }
+    if difference:
+        base = maps[maps["technique"] == BASE].pivot(index="layer", columns="language",
+                                                     values="value").reindex(columns=languages)
+        grids = {n: g - base.reindex(g.index) for n, g in grids.items()}
+    values = np.concatenate([g.to_numpy(dtype=float).ravel() for g in grids.values()])
+    values = values[np.isfinite(values)]
+    if difference:
+        span = float(np.abs(values).max()) if values.size else 0.0
+        vmin, vmax, cmap = -(span or 1.0), span or 1.0, "PuOr_r"
+    else:
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        vmin, vmax, cmap = low, high if high > low else low + 1e-6, "cividis"
+    ncols = min(len(grids), 4)
+    nrows = math.ceil(len(grids) / ncols)
+    fig, axes = figure(2.6 * ncols + 1.0, 3.6 * nrows, nrows=nrows, ncols=ncols, squeeze=False,
+                       sharey=True)
+    image = None
+    for ax, (name, grid) in zip(axes.ravel(), grids.items(), strict=False):
+        image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", origin="lower", cmap=cmap,
+                          vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_xticks(range(len(languages)), languages, rotation=90 if len(languages) > 8 else 0)
+        ticks = list(range(0, len(grid.index), max(1, len(grid.index) // 8)))
+        ax.set_yticks(ticks, [str(grid.index[i]) for i in ticks])
+        if 0 < n_seen < len(languages):
+            ax.axvline(n_seen - 0.5, color="white", lw=2)
+        ax.set_title(name if not difference else f"{name} − base")
+        ax.set_xlabel("language (seen | unseen)" if 0 < n_seen < len(languages) else "language")
+        ax.grid(False)
+    for ax in axes.ravel()[len(grids):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("layer")
+    what = "change in cosine similarity" if difference else "cosine similarity"
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=f"{what} to {inputs.source}", shrink=0.9)
+    return to_png(fig)
+
+
+def layer_lines(inputs: ReportInputs, pooling: str, measures: Iterable[str]) -> pd.DataFrame:
+    """Per technique (and base), measure and layer: mean over target languages, then the mean,
+    min and max over seeds (the band shows how much seeds disagree)."""
+    parts = []
+    for measure in measures:
+        frame = labelled(inputs, measure, pooling)
+        frame = frame[frame["language"] != inputs.source]
+        if frame.empty:
+            continue
+        per_run = frame.groupby(["technique", "run_id", "layer"], as_index=False)["value"].mean()
+        stats = per_run.groupby(["technique", "layer"])["value"].agg(["mean", "min", "max"])
+        parts.append(stats.reset_index().assign(measure=measure))
+    columns = ["measure", "technique", "layer", "mean", "min", "max"]
+    return pd.concat(parts)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+@styled
+def lines_figure(lines: pd.DataFrame, inputs: ReportInputs, titles: dict[str, str],
+                 ylabel: dict[str, str]) -> bytes:
+    """One panel per measure, one line per technique (seed range shaded), base dashed grey."""
+    measures = [m for m in titles if m in set(lines["measure"])]
+    fig, axes = figure(4.6 * len(measures), 3.8, ncols=len(measures), squeeze=False)
+    for ax, measure in zip(axes[0], measures, strict=True):
+        frame = lines[lines["measure"] == measure]
+        for name in [BASE, *inputs.labels]:
+            curve = frame[frame["technique"] == name].sort_values("layer")
+            if curve.empty:
+                continue
+            is_base = name == BASE
+            color = BASE_COLOR if is_base else inputs.palette.color(name)
+            ax.plot(curve["layer"], curve["mean"], color=color, ls="--" if is_base else "-",
+                    marker=None if is_base else inputs.palette.marker(name), ms=3.5, lw=1.6,
+                    label=name)
+            if (curve["max"] > curve["min"]).any():
+                ax.fill_between(curve["layer"], curve["min"], curve["max"], color=color,
+                                alpha=0.15, lw=0)
+        ax.set_title(titles[measure])
+        ax.set_xlabel("layer")
+        ax.set_ylabel(ylabel[measure].format(source=inputs.source))
+        ax.legend(fontsize=8)
+    return to_png(fig)

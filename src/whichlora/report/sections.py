@@ -1,0 +1,234 @@
+"""The report's sections on results, in the order a reader needs them: verdict, per-language
+changes, the trade-off, the ranking. Each says what is missing instead of failing."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from whichlora.report.cdplot import cd_figure
+from whichlora.report.deltas import base_table
+from whichlora.report.document import Figure, Heading, Section, Table, Text, fmt_num
+from whichlora.report.figures import TRADEOFF_AXES, tradeoff_figure
+from whichlora.report.inputs import ReportInputs
+from whichlora.report.tables import (
+    base_scores_table,
+    delta_cell,
+    delta_display,
+    fidelity_table,
+)
+from whichlora.report.verdict import (
+    METRIC_NAMES,
+    comparisons,
+    friedman_rows,
+    verdict_text,
+)
+
+CI_NOTE = (
+    "Change against the base model, mean over seeds, with a 95% bootstrap interval over examples "
+    "(all seeds of an example resampled together). Green/red: the interval lies wholly above/"
+    "below zero for this language alone — a per-language signal, not the corrected test above."
+)
+
+
+def _seeds(inputs: ReportInputs) -> int:
+    return int(inputs.runs.groupby("label")["seed"].nunique().max()) if len(inputs.runs) else 0
+
+
+def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
+    section = Section("Verdict", "verdict")
+    table = comparisons(inputs)
+    section.blocks.append(Text(verdict_text(inputs, table, _seeds(inputs)), "verdict"))
+    leaders = _descriptive(points)
+    if leaders:
+        section.text(leaders)
+    if table.empty:
+        return section
+    rows = []
+    for r in table.itertuples():
+        mark = f"{r.direction} *" if r.significant else "n.s."
+        rows.append(
+            {
+                "family": r.family,
+                "metric": METRIC_NAMES.get(r.metric, r.metric),
+                "technique": r.technique,
+                "vs": r.baseline,
+                "cells": fmt_num(r.n_pairs, 0),
+                "Δ vs baseline [95% CI]": delta_cell(r.metric, r.mean_diff, r.ci_low, r.ci_high),
+                "Holm p": fmt_num(r.p_holm, 3),
+                "effect r": fmt_num(r.rank_biserial, 2, signed=True),
+                "result": mark,
+            }
+        )
+    classes = pd.DataFrame(
+        [{"result": ("good" if r.direction == "better" else "bad") if r.significant else ""}
+         for r in table.itertuples()]
+    )
+    section.blocks.append(
+        Table(
+            "significance",
+            "Every test against the baseline. cells = paired (seed × language) means in the "
+            "Wilcoxon test; Δ is technique minus baseline (accuracy and fidelity in percentage "
+            "points); effect r = matched-pairs rank-biserial correlation; * = significant after "
+            "Holm correction.",
+            pd.DataFrame(rows),
+            table,
+            classes.reindex(columns=pd.DataFrame(rows).columns).fillna(""),
+        )
+    )
+    return section
+
+
+def _descriptive(points: pd.DataFrame) -> str:
+    """Which technique looks best on average: useful orientation, flagged as not a test."""
+    if points.empty or points["technique"].nunique() < 2:
+        return ""
+    parts = []
+    for metric, (sign, scale, name, unit) in TRADEOFF_AXES.items():
+        means = points[points["metric"] == metric].groupby("technique")[["transfer", "retention"]]
+        means = means.mean()
+        if means.empty:
+            continue
+        gain, loss = sign * scale * means["transfer"], -sign * scale * means["retention"]
+        unit = "pp" if unit == "percentage points" else unit
+        parts.append(
+            f"on {name}, {gain.idxmax()} gained most on target languages "
+            f"({gain.max():+.3g} {unit}) and {loss.idxmin()} lost least on the source "
+            f"({loss.min():+.3g} {unit})"
+        )
+    return "Descriptively (means, not a significance claim): " + "; ".join(parts) + "." if parts else ""
+
+
+def language_section(inputs: ReportInputs, deltas: pd.DataFrame) -> Section:
+    section = Section("Per-language transfer and retention", "languages")
+    if inputs.metrics.empty:
+        section.note("No evaluation results yet: run `whichlora evaluate`.")
+        return section
+    if deltas.empty:
+        missing = "the base model" if "base" not in set(inputs.metrics["run_id"]) else "any run"
+        section.note(f"No changes against the base can be computed: {missing} has no scores yet.")
+    section.text(CI_NOTE)
+    parts = [
+        ("seen", "Seen target languages (in the training data)", ["language", "technique"]),
+        ("unseen", "Unseen target languages (never trained on)", ["language", "technique"]),
+        ("source", f"Retention on the source language ({inputs.source})", ["technique"]),
+    ]
+    for group, title, keys in parts:
+        section.blocks.append(Heading(title))
+        table = delta_display(deltas[deltas["group"] == group], keys, f"{group}_languages", title)
+        if table is None:
+            languages = {"seen": inputs.seen, "unseen": inputs.unseen}.get(group, [inputs.source])
+            why = "none were evaluated" if not languages else "no run has scores there yet"
+            section.note(f"Nothing to show: {why}.")
+        else:
+            section.blocks.append(table)
+    base = base_table(inputs)
+    section.blocks.append(Heading("Language fidelity"))
+    fidelity = fidelity_table(deltas, base, inputs)
+    if fidelity is None:
+        section.note("No generation scores (language fidelity) were recorded.")
+    else:
+        section.blocks.append(fidelity)
+    section.blocks.append(Heading("Base model scores"))
+    scores = base_scores_table(base, inputs)
+    if scores is None:
+        section.note("The base model has no per-example scores yet.")
+    else:
+        section.blocks.append(scores)
+    return section
+
+
+def tradeoff_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
+    section = Section("Trade-off: transfer gain vs retention loss", "tradeoff")
+    if points.empty:
+        section.note(
+            "No trade-off to plot: needs evaluated runs plus base scores on the source language "
+            f"({inputs.source}) and at least one target language."
+        )
+        return section
+    section.blocks.append(
+        Figure(
+            "tradeoff",
+            tradeoff_figure(points, inputs.palette, inputs.labels, inputs.source),
+            "Each small point is one seed; the large outlined marker is the technique's mean. "
+            f"x: mean change over the {len(inputs.targets)} target languages, signed so that "
+            f"right is better; y: change on the source language {inputs.source}, signed so that "
+            "up is forgetting. Best: bottom right.",
+            "Scatter of transfer gain against retention loss per technique and seed",
+        )
+    )
+    means = points.groupby(["technique", "metric"], as_index=False, sort=False).agg(
+        seeds=("seed", "nunique"), transfer=("transfer", "mean"), retention=("retention", "mean")
+    )
+    display = pd.DataFrame(
+        {
+            "technique": means["technique"],
+            "metric": means["metric"].map(lambda m: METRIC_NAMES.get(m, m)),
+            "seeds": means["seeds"].astype(str),
+            "Δ on targets (mean)": [
+                delta_cell(m, t, math.nan, math.nan) for m, t in zip(means["metric"], means["transfer"], strict=True)
+            ],
+            f"Δ on {inputs.source}": [
+                delta_cell(m, r, math.nan, math.nan) for m, r in zip(means["metric"], means["retention"], strict=True)
+            ],
+        }
+    )
+    section.blocks.append(
+        Table(
+            "tradeoff",
+            "Plotted means: change against base (accuracy in percentage points, NLL in "
+            "nats/token; for NLL a negative change is an improvement).",
+            display,
+            points,
+        )
+    )
+    return section
+
+
+def ranking_section(inputs: ReportInputs) -> Section:
+    section = Section("Ranking: critical-difference diagram", "ranking")
+    rows = [r for r in friedman_rows(inputs) if len(r["avg_ranks"]) >= 2]
+    if not rows:
+        why = (
+            "needs at least two techniques"
+            if len(inputs.labels) < 2
+            else "the analysis has not written Friedman/Nemenyi results yet"
+        )
+        section.note(f"No ranking to draw: {why}.")
+        return section
+    section.blocks.append(
+        Figure(
+            "critical_difference",
+            cd_figure(rows, inputs.palette),
+            "Average rank of each technique over (seed × language) blocks, 1 = best. Techniques "
+            "joined by a black bar differ by less than the Nemenyi critical difference (CD) and "
+            "cannot be told apart at this sample size.",
+            "Critical-difference diagrams of average technique ranks",
+        )
+    )
+    notes = [f"{r['family']} · {r['metric']}: {r['note']}" for r in rows if r["note"]]
+    if notes:
+        section.note("Notes from the test: " + "; ".join(notes) + ".")
+    data = pd.DataFrame(
+        [
+            {"family": r["family"], "metric": r["metric"], "technique": t, "avg_rank": v,
+             "cd": r["cd"], "friedman_statistic": r["statistic"], "friedman_p": r["p_value"]}
+            for r in rows
+            for t, v in r["avg_ranks"].items()
+        ]
+    )
+    section.blocks.append(
+        Table(
+            "ranks",
+            "Average ranks behind the diagram.",
+            data.assign(
+                avg_rank=data["avg_rank"].map(lambda v: fmt_num(v, 2)),
+                cd=data["cd"].map(lambda v: fmt_num(v, 2)),
+                friedman_statistic=data["friedman_statistic"].map(lambda v: fmt_num(v, 2)),
+                friedman_p=data["friedman_p"].map(lambda v: fmt_num(v, 3)),
+            ),
+            data,
+        )
+    )
+    return section

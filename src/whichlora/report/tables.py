@@ -1,0 +1,175 @@
+"""Tables as the reader sees them (formatted strings, units in headers) next to the numbers behind
+them (exported unformatted)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from whichlora.evaluate.suite import HIGHER_IS_BETTER
+from whichlora.report.document import Table, fmt_bytes, fmt_ci, fmt_int, fmt_num
+from whichlora.report.inputs import ReportInputs
+
+SHOWN_METRICS = ("mc_acc", "nll", "chrf", "fidelity")
+# metric -> (scale, digits, delta unit, absolute unit, short name)
+METRIC_FORMAT = {
+    "mc_acc": (100.0, 1, "pp", "%", "accuracy"),
+    "mc_acc_norm": (100.0, 1, "pp", "%", "norm. accuracy"),
+    "nll": (1.0, 3, "nats/token", "nats/token", "NLL"),
+    "chrf": (1.0, 1, "points", "0–100", "chrF"),
+    "fidelity": (100.0, 1, "pp", "%", "fidelity"),
+}
+
+
+def _fmt(metric: str) -> tuple[float, int, str, str, str]:
+    return METRIC_FORMAT.get(metric, (1.0, 3, "", "", metric))
+
+
+def delta_header(metric: str) -> str:
+    _, _, unit, _, name = _fmt(metric)
+    arrow = "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+    return f"Δ {name} ({unit}, {arrow} better)" if unit else f"Δ {name} ({arrow} better)"
+
+
+def abs_header(metric: str) -> str:
+    _, _, _, unit, name = _fmt(metric)
+    return f"{name} ({unit})" if unit else name
+
+
+def delta_cell(metric: str, delta: float, low: float, high: float) -> str:
+    scale, digits, *_ = _fmt(metric)
+    return fmt_ci(delta * scale, low * scale, high * scale, digits)
+
+
+def abs_cell(metric: str, value: float, low: float = math.nan, high: float = math.nan) -> str:
+    scale, digits, *_ = _fmt(metric)
+    return fmt_ci(value * scale, low * scale, high * scale, digits, signed=False)
+
+
+def tone(metric: str, low: float, high: float) -> str:
+    """'good'/'bad' when the whole interval lies on one side of zero, else ''."""
+    if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 <= high:
+        return ""
+    return "good" if (low > 0) == HIGHER_IS_BETTER.get(metric, True) else "bad"
+
+
+def shown(metrics: set[str]) -> list[str]:
+    return [m for m in SHOWN_METRICS if m in metrics]
+
+
+def delta_display(
+    rows: pd.DataFrame, keys: list[str], name: str, caption: str
+) -> Table | None:
+    """Pivot tidy delta rows to one row per `keys` and a 'Δ metric [CI]' column per metric.
+
+    Rows keep the order they arrive in (languages sorted, techniques in study order)."""
+    metrics = shown(set(rows["metric"]))
+    if rows.empty or not metrics:
+        return None
+    display, classes = [], []
+    for key, frame in rows.groupby(keys, sort=False):
+        cells = dict(zip(keys, key, strict=True))
+        cells["seeds"] = str(int(frame["n_seeds"].max()))
+        tones = {k: "" for k in cells}
+        for metric in metrics:
+            hit = frame[frame["metric"] == metric]
+            head = delta_header(metric)
+            if hit.empty:
+                cells[head], tones[head] = "–", ""
+                continue
+            r = hit.iloc[0]
+            cells[head] = delta_cell(metric, r["delta"], r["ci_low"], r["ci_high"])
+            tones[head] = tone(metric, r["ci_low"], r["ci_high"])
+        display.append(cells)
+        classes.append(tones)
+    return Table(name, caption, pd.DataFrame(display), rows.reset_index(drop=True),
+                 pd.DataFrame(classes))
+
+
+def fidelity_table(deltas: pd.DataFrame, base: pd.DataFrame, inputs: ReportInputs) -> Table | None:
+    """Share of answers in the asked language: base and every technique, per language."""
+    fid = deltas[deltas["metric"] == "fidelity"]
+    base_fid = base[base["metric"] == "fidelity"].set_index("language")
+    if fid.empty:
+        return None
+    display = []
+    languages = [lang for lang in [*inputs.targets, inputs.source] if lang in set(fid["language"])]
+    for language in languages:
+        cells = {"language": language, "group": fid[fid["language"] == language]["group"].iloc[0]}
+        if language in base_fid.index:
+            b = base_fid.loc[language]
+            cells["base"] = abs_cell("fidelity", b["value"], b["ci_low"], b["ci_high"])
+        for label in inputs.labels:
+            hit = fid[(fid["language"] == language) & (fid["technique"] == label)]
+            cells[label] = (
+                abs_cell("fidelity", *hit.iloc[0][["value", "value_ci_low", "value_ci_high"]])
+                if len(hit)
+                else "–"
+            )
+        display.append(cells)
+    data = fid[["group", "language", "technique", "n_seeds", "n_examples", "base", "value",
+                "value_ci_low", "value_ci_high"]]
+    return Table(
+        "fidelity",
+        "Language fidelity: % of generated answers in the language asked (95% CI over examples).",
+        pd.DataFrame(display).fillna("–"),
+        data.reset_index(drop=True),
+    )
+
+
+def base_scores_table(base: pd.DataFrame, inputs: ReportInputs) -> Table | None:
+    metrics = shown(set(base["metric"]))
+    if base.empty or not metrics:
+        return None
+    display = []
+    for (group, language), frame in base.groupby(["group", "language"], sort=False):
+        cells = {"language": language, "group": group}
+        for metric in metrics:
+            hit = frame[frame["metric"] == metric]
+            cells[abs_header(metric)] = (
+                abs_cell(metric, *hit.iloc[0][["value", "ci_low", "ci_high"]]) if len(hit) else "–"
+            )
+        display.append(cells)
+    rank = {"source": 0, "seen": 1, "unseen": 2}
+    frame = pd.DataFrame(display)
+    frame = frame.sort_values(["group", "language"], key=lambda s: s.map(rank).fillna(s))
+    return Table(
+        "base_scores",
+        "The base model's own scores (95% CI over examples): the level each change starts from.",
+        frame.reset_index(drop=True),
+        base,
+    )
+
+
+def cost_table(inputs: ReportInputs) -> Table | None:
+    costs = inputs.costs.merge(inputs.runs[["run_id", "label", "seed"]], on="run_id")
+    if costs.empty:
+        return None
+    display = []
+    for label in [lab for lab in inputs.labels if lab in set(costs["label"])]:
+        c = costs[costs["label"] == label].mean(numeric_only=True)
+        n = int((costs["label"] == label).sum())
+        pct = c["trainable_fraction"] * 100
+        display.append(
+            {
+                "technique": label,
+                "runs": str(n),
+                "rank": fmt_int(c["rank"]),
+                "trainable params": fmt_int(c["trainable_params"]),
+                "% of base": f"{pct:.3g}%" if math.isfinite(pct) else "–",
+                "s / step": fmt_num(c["seconds_per_step"], 3),
+                "tokens / s": fmt_int(c["tokens_per_second"]),
+                "peak RSS (MiB)": fmt_int(c["peak_rss_mb"]),
+                "adapter size": fmt_bytes(c["adapter_bytes"]),
+                "wall time (s)": fmt_num(c["wall_seconds"], 1),
+            }
+        )
+    return Table(
+        "costs",
+        "Training cost per technique (mean over seeds). Trainable parameters are measured on the "
+        "model, % of base = share of the base model's parameters; peak RSS is the training "
+        "process's peak resident memory.",
+        pd.DataFrame(display),
+        costs.rename(columns={"label": "technique"}),
+    )

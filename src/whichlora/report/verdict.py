@@ -1,0 +1,188 @@
+"""The headline: which techniques differ significantly from the baseline, and which do not.
+
+Read from the significance table the analysis stage wrote; a null result is said plainly, with
+how much data the test had, because "no difference" from two seeds is not evidence of sameness.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from whichlora.evaluate.suite import HIGHER_IS_BETTER
+from whichlora.report.inputs import ReportInputs
+
+FAMILIES = ("transfer", "retention")
+FRIEDMAN, SUMMARY = "__friedman__", "__summary__"
+METRIC_NAMES = {
+    "mc_acc": "knowledge accuracy",
+    "mc_acc_norm": "length-normalised accuracy",
+    "nll": "response NLL",
+    "chrf": "chrF",
+    "fidelity": "language fidelity",
+}
+COMPARISON_COLUMNS = [
+    "family",
+    "metric",
+    "technique",
+    "baseline",
+    "n_pairs",
+    "n_examples",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "wilcoxon_p",
+    "p_holm",
+    "rank_biserial",
+    "significant",
+    "direction",
+]
+
+
+def _payload(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)  # Python's json reads the NaN that json.dumps writes
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _direction(metric: str, rank_biserial: float, mean_diff: float) -> str:
+    """'better' or 'worse' judged by the tested (rank) statistic, as the analysis does."""
+    shift = rank_biserial if math.isfinite(rank_biserial) else mean_diff
+    if not math.isfinite(shift) or shift == 0:
+        return "no change"
+    return "better" if (shift > 0) == HIGHER_IS_BETTER.get(metric, True) else "worse"
+
+
+def comparisons(inputs: ReportInputs) -> pd.DataFrame:
+    """One row per (family, metric, technique) test against the baseline."""
+    rows = []
+    for rec in inputs.significance.itertuples():
+        if rec.technique in (FRIEDMAN, SUMMARY):
+            continue
+        p = _payload(rec.payload)
+        row: dict[str, Any] = {
+            "family": rec.family,
+            "metric": rec.metric,
+            "technique": inputs.label_of(str(p.get("technique", rec.technique))),
+            "baseline": inputs.label_of(str(p.get("baseline", inputs.baseline))),
+        }
+        for key in COMPARISON_COLUMNS[4:-2]:
+            row[key] = _number(p.get(key))
+        row["significant"] = bool(p.get("significant", False))
+        row["direction"] = _direction(str(rec.metric), row["rank_biserial"], row["mean_diff"])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def friedman_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
+    """Friedman/Nemenyi payloads with family and metric, average ranks keyed by label."""
+    out = []
+    for rec in inputs.significance.itertuples():
+        if rec.technique != FRIEDMAN:
+            continue
+        p = _payload(rec.payload)
+        ranks = p.get("avg_ranks") or {}
+        if isinstance(ranks, list):  # tolerate [[name, rank], ...]
+            ranks = {str(k): v for k, v in ranks}
+        ranks = {inputs.label_of(str(k)): _number(v) for k, v in dict(ranks).items()}
+        out.append(
+            {
+                "family": rec.family,
+                "metric": rec.metric,
+                "avg_ranks": {k: v for k, v in ranks.items() if math.isfinite(v)},
+                "cd": _number(p.get("cd")),
+                "statistic": _number(p.get("statistic")),
+                "p_value": _number(p.get("p_value")),
+                "note": str(p.get("note") or ""),
+            }
+        )
+    return out
+
+
+def _min_p(n_pairs: float) -> float:
+    """Smallest two-sided p a signed-rank test can reach with n pairs."""
+    return min(1.0, 2.0 / 2.0**n_pairs) if n_pairs > 0 else 1.0
+
+
+def _fmt_p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def _family_sentence(family: str, rows: pd.DataFrame, labels: list[str]) -> str:
+    tested = [t for t in labels if t in set(rows["technique"])]
+    tested += sorted(set(rows["technique"]) - set(tested))
+    sig = rows[rows["significant"]]
+    parts = []
+    for technique in tested:
+        hits = sig[sig["technique"] == technique]
+        if hits.empty:
+            continue
+        claims = [
+            f"{h.direction} on {METRIC_NAMES.get(h.metric, h.metric)} "
+            f"({h.mean_diff:+.3g}, 95% CI [{h.ci_low:.3g}, {h.ci_high:.3g}], "
+            f"Holm {_fmt_p(h.p_holm)})"
+            for h in hits.itertuples()
+        ]
+        parts.append(f"{technique} is significantly " + "; ".join(claims))
+    same = [t for t in tested if t not in set(sig["technique"])]
+    if not parts:
+        return f"On {family}, no technique differs significantly from the baseline on any metric."
+    text = f"On {family}, " + "; ".join(parts)
+    if same:
+        text += f"; {', '.join(same)} {'does' if len(same) == 1 else 'do'} not differ significantly"
+    return text + "."
+
+
+def verdict_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
+    """One paragraph: per family who differs from the baseline, and how big the test was."""
+    if table.empty:
+        if len(inputs.labels) < 2:
+            return (
+                "Nothing to compare yet: significance needs at least two techniques with "
+                f"evaluated runs (this study has {len(inputs.labels)})."
+            )
+        return (
+            "Significance tests have not been run yet, so no technique can be called better or "
+            "worse than the baseline. Run `whichlora analyze` (or `whichlora run`) to add them."
+        )
+    baseline = ", ".join(sorted(set(table["baseline"])))
+    n_pairs = table["n_pairs"].max()
+    langs = len(inputs.targets)
+    head = (
+        f"Each technique was compared with {baseline} by a Wilcoxon signed-rank test over paired "
+        f"(seed × language) cells — {seeds} seed{'s' if seeds != 1 else ''} × {langs} target "
+        f"language{'s' if langs != 1 else ''} for transfer, {seeds} × 1 source language "
+        f"({inputs.source}) for retention — Holm-corrected over all "
+        f"{len(table)} comparisons at α={inputs.alpha:g}. "
+    )
+    sentences = []
+    for family in [*FAMILIES, *sorted(set(table["family"]) - set(FAMILIES))]:
+        rows = table[table["family"] == family]
+        if rows.empty:
+            sentences.append(f"No {family} tests were recorded.")
+        else:
+            sentences.append(_family_sentence(family, rows, inputs.labels))
+    if not table["significant"].any():
+        sentences.append(
+            "Nothing is significant: the observed differences are within what seeds and "
+            "example sampling produce"
+        )
+        if math.isfinite(n_pairs) and _min_p(n_pairs) > inputs.alpha:
+            sentences[-1] += (
+                f", and with at most {int(n_pairs)} paired cells per test the signed-rank test "
+                f"cannot reach p<{inputs.alpha:g} at all — add seeds or languages to decide"
+            )
+        sentences[-1] += "."
+    return head + " ".join(sentences)

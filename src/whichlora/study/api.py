@@ -1,0 +1,73 @@
+"""The Python entry point: run (or resume) a study and get its results as DataFrames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from whichlora.study.context import open_study
+from whichlora.study.runner import STAGES, run_all
+
+
+@dataclass
+class StudyResults:
+    """Tables of a finished study; `transfer` and `retention` are deltas against the base."""
+
+    study_dir: Path
+    runs: Any
+    metrics: Any
+    examples: Any
+    costs: Any
+    training: Any
+    analysis: Any
+    significance: Any
+
+    @property
+    def report(self) -> Path:
+        return self.study_dir / "report" / "report.html"
+
+    def deltas(self, split: str = "test") -> Any:
+        """Per run, language and metric: value - base value."""
+        metrics = self.metrics[self.metrics["split"] == split]
+        base = metrics[metrics["run_id"] == "base"][["language", "metric", "value"]]
+        runs = metrics[metrics["run_id"] != "base"]
+        merged = runs.merge(base, on=["language", "metric"], suffixes=("", "_base"))
+        merged["delta"] = merged["value"] - merged["value_base"]
+        return merged.merge(self.runs[["run_id", "technique", "label", "seed"]], on="run_id")
+
+
+def load_results(study_dir: str | Path) -> StudyResults:
+    ctx = open_study(study_dir, locked=False, create=False)
+    try:
+        store = ctx.store
+        return StudyResults(
+            study_dir=ctx.study_dir,
+            runs=store.frame("runs"),
+            metrics=store.frame("metrics"),
+            examples=store.frame("examples"),
+            costs=store.frame("costs"),
+            training=store.frame("training"),
+            analysis=store.frame("analysis"),
+            significance=store.frame("significance"),
+        )
+    finally:
+        ctx.close()
+
+
+def run_study(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    progress: bool = False,
+    stages: tuple[str, ...] = STAGES,
+    retry_failed: bool = False,
+) -> StudyResults:
+    """Run every unfinished unit of the study at `path` (a YAML file or a study folder)."""
+    ctx = open_study(path, out)
+    try:
+        run_all(ctx, stages=stages, progress=progress, retry_failed=retry_failed)
+        study_dir = ctx.study_dir
+    finally:
+        ctx.close()
+    return load_results(study_dir)

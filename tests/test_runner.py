@@ -1,0 +1,119 @@
+"""The study runner end to end on a tiny model: stages, resume after kill -9, lock, Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from whichlora.errors import WhichloraError
+from whichlora.store import Store
+from whichlora.study.api import run_study
+from whichlora.study.context import open_study
+
+
+def tiny_study(model_dir: Path, **overrides: Any) -> dict[str, Any]:
+    study: dict[str, Any] = {
+        "name": "tiny",
+        "model": str(model_dir),
+        "techniques": ["lora", "pissa", {"name": "vera", "rank": 16}],
+        "budget": {"rank": 4},
+        "data": {"languages": ["de", "sw"], "items_per_language": 24},
+        "training": {"steps": 3, "batch_size": 4, "max_length": 64, "seeds": [0], "threads": 1},
+        "evaluation": {
+            "languages": ["en", "de", "sw", "yo"],
+            "items_per_language": 6,
+            "generation_items": 2,
+            "max_new_tokens": 6,
+        },
+        "analysis": {"sentences_per_language": 8, "bootstrap_resamples": 200},
+    }
+    study.update(overrides)
+    return study
+
+
+def write_study(tmp_path: Path, study: dict[str, Any]) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    return path
+
+
+def results_of(study_dir: Path) -> dict[str, Any]:
+    with Store(study_dir / "results.sqlite") as store:
+        return store.dump()
+
+
+def test_run_study_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_study(tmp_path, tiny_study(tiny_model_dir))
+    results = run_study(path, tmp_path / "out", stages=("train", "evaluate"))
+    assert set(results.runs["run_id"]) == {"lora-s0", "pissa-s0", "vera-s0"}
+    evaluated = set(results.metrics["run_id"])
+    assert evaluated == {"base", "lora-s0", "pissa-s0", "vera-s0"}
+    assert {"mc_acc", "nll", "chrf", "fidelity"} <= set(results.metrics["metric"])
+    assert len(results.training) == 3 * 3
+    deltas = results.deltas()
+    assert set(deltas["technique"]) == {"lora", "pissa", "vera"}
+    # every adapter loads with plain PEFT
+    for run_id in ("lora-s0", "pissa-s0", "vera-s0"):
+        assert (tmp_path / "out" / "runs" / run_id / "adapter" / "adapter_config.json").is_file()
+    # a second call does nothing new and changes nothing
+    before = results_of(tmp_path / "out")
+    run_study(path, tmp_path / "out", stages=("train", "evaluate"))
+    assert results_of(tmp_path / "out") == before
+
+
+def test_second_process_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_study(tmp_path, tiny_study(tiny_model_dir))
+    ctx = open_study(path, tmp_path / "out")
+    try:
+        with pytest.raises(WhichloraError, match="in use by another whichlora process"):
+            open_study(path, tmp_path / "out")
+    finally:
+        ctx.close()
+
+
+def test_changed_study_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_study(tmp_path, tiny_study(tiny_model_dir))
+    open_study(path, tmp_path / "out").close()
+    write_study(tmp_path, tiny_study(tiny_model_dir, budget={"rank": 2}))
+    with pytest.raises(WhichloraError, match="different configuration"):
+        open_study(path, tmp_path / "out")
+
+
+def _cli(path: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "whichlora", "run", str(path), "--out", str(out), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def test_kill_minus_nine_then_resume_matches_uninterrupted(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    study = tiny_study(tiny_model_dir, techniques=["lora", "dora"])
+    path = write_study(tmp_path, study)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    clean = _cli(path, tmp_path / "clean", env)
+    assert clean.wait(timeout=600) == 0, clean.stderr.read().decode()
+
+    out = tmp_path / "killed"
+    for delay in (6.0, 12.0):
+        proc = _cli(path, out, env)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    final = _cli(path, out, env)
+    assert final.wait(timeout=600) == 0, final.stderr.read().decode()
+    assert results_of(out) == results_of(tmp_path / "clean")
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".tmp"]
+    assert leftovers == []
