@@ -34,8 +34,14 @@ def test_only_ids_shared_by_all_languages_are_kept(tmp_path: Path) -> None:
     }
 
 
+def test_languages_the_source_lacks_are_left_out(caplog: pytest.LogCaptureFixture) -> None:
+    texts = load_parallel("builtin:sentences", ["en", "pt", "de"], n=4)
+    assert list(texts) == ["en", "de"]
+    assert "no texts in pt" in caplog.text
+
+
 def test_errors() -> None:
-    with pytest.raises(WhichloraError, match="builtin:sentences has no pt"):
-        load_parallel("builtin:sentences", ["en", "pt"])
+    with pytest.raises(WhichloraError, match="builtin:sentences has no texts in pt, qu"):
+        load_parallel("builtin:sentences", ["pt", "qu"])
     with pytest.raises(WhichloraError, match="Unknown parallel source"):
         load_parallel("builtin:nope", ["en"])

@@ -1,7 +1,8 @@
 """Parallel sentences for representation analysis: item i means the same in every language.
 
 Cross-language similarity is only meaningful on translations of the same sentence, so we keep
-only ids present in every requested language and return them in one shared order.
+only ids present in every returned language and return them in one shared order. A requested
+language the source lacks entirely is left out with a warning (the analysis covers the rest).
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ def load_parallel(
     source: str = "builtin:sentences", languages: list[str] | None = None, n: int | None = 60
 ) -> dict[str, list[str]]:
     """Up to `n` aligned texts per language; `source` is builtin:sentences, udhr or a file."""
-    codes = [require_language(c, "languages") for c in languages or bundled_languages()]
-    if source == "udhr":
-        from whichlora.data.udhr import udhr_articles
-
-        texts = {code: {f"{k:02d}": v for k, v in udhr_articles(code).items()} for code in codes}
-    else:
-        texts = _texts(_rows(source, codes), codes, source)
+    requested = [require_language(c, "languages") for c in languages or bundled_languages()]
+    requested = list(dict.fromkeys(requested))
+    texts = _udhr_texts(requested) if source == "udhr" else _texts(_rows(source), requested)
+    codes = [code for code in requested if texts[code]]
+    if not codes:
+        raise WhichloraError(
+            f"Parallel source {source} has no texts in {', '.join(requested)}; use languages it "
+            "has (builtin:sentences has the bundled ones, udhr over 400)."
+        )
+    if len(codes) < len(requested):
+        lacking = [code for code in requested if code not in codes]
+        log.warning("%s has no texts in %s; leaving them out", source, ", ".join(lacking))
     common = [key for key in texts[codes[0]] if all(key in texts[c] for c in codes[1:])]
     chosen = common if n is None else common[:n]
     if len(chosen) < 2:
@@ -43,20 +49,24 @@ def load_parallel(
     return {code: [texts[code][key] for key in chosen] for code in codes}
 
 
-def _rows(source: str, codes: list[str]) -> Iterator[Row]:
+def _udhr_texts(codes: list[str]) -> dict[str, dict[str, str]]:
+    from whichlora.data.udhr import udhr_articles, udhr_languages
+
+    available = udhr_languages(complete_only=False)  # says to run the fetch when absent
+    return {
+        code: {f"{k:02d}": v for k, v in udhr_articles(code).items()} if code in available else {}
+        for code in codes
+    }
+
+
+def _rows(source: str) -> Iterator[Row]:
     if source.startswith("builtin:"):
         if source != "builtin:sentences":
             raise WhichloraError(
                 f"Unknown parallel source '{source}'; use builtin:sentences, udhr, or a .jsonl "
                 "file (or folder of <lang>.jsonl files) with id, language and text."
             )
-        missing = [c for c in codes if c not in bundled_languages()]
-        if missing:
-            raise WhichloraError(
-                f"builtin:sentences has no {', '.join(missing)}; use bundled languages "
-                f"({', '.join(bundled_languages())}) or analysis.parallel: udhr."
-            )
-        return bundled_rows("sentences", codes)
+        return bundled_rows("sentences")
     path = Path(source).expanduser()
     return _file_rows(data_files(path), folder=path.is_dir())
 
@@ -68,7 +78,7 @@ def _file_rows(files: list[Path], folder: bool) -> Iterator[Row]:
             yield Row(row.where, row.values, language)
 
 
-def _texts(rows: Iterator[Row], codes: list[str], source: str) -> dict[str, dict[str, str]]:
+def _texts(rows: Iterator[Row], codes: list[str]) -> dict[str, dict[str, str]]:
     """language -> id -> text, in file order; ids must be unique per language."""
     texts: dict[str, dict[str, str]] = {code: {} for code in codes}
     for row in rows:
@@ -100,9 +110,4 @@ def _texts(rows: Iterator[Row], codes: list[str], source: str) -> dict[str, dict
                 "its own id."
             )
         texts[language][str(key)] = text.strip()
-    empty = [code for code, found in texts.items() if not found]
-    if empty:
-        raise WhichloraError(
-            f"Parallel source {source} has no texts in {', '.join(empty)}; use languages it has."
-        )
     return texts

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from whichlora.report.style import Palette, figure, styled, to_png
+from whichlora.report.verdict import METRIC_NAMES
 
 
 def cliques(ranks: dict[str, float], cd: float) -> list[list[str]]:
@@ -64,12 +65,12 @@ def _draw(ax: Any, ranks: dict[str, float], cd: float, palette: Palette, title: 
 @styled
 def cd_figure(rows: list[dict[str, Any]], palette: Palette) -> bytes:
     """One diagram per (family, metric) Friedman test, stacked."""
-    heights = [1.6 + 0.3 * math.ceil(len(r["avg_ranks"]) / 2) for r in rows]
-    fig, axes = figure(8.0, sum(heights), nrows=len(rows), squeeze=False,
+    heights = [1.4 + 0.3 * math.ceil(len(r["avg_ranks"]) / 2) for r in rows]
+    fig, axes = figure(7.0, sum(heights), nrows=len(rows), squeeze=False,
                        gridspec_kw={"height_ratios": heights})
     for ax, row in zip(axes[:, 0], rows, strict=True):
         p = row["p_value"]
         test = f"Friedman p={p:.2g}" if math.isfinite(p) else "Friedman not run"
-        _draw(ax, row["avg_ranks"], row["cd"], palette,
-              f"{row['family']} · {row['metric']} — {test}")
+        metric = METRIC_NAMES.get(row["metric"], row["metric"])
+        _draw(ax, row["avg_ranks"], row["cd"], palette, f"{row['family']} · {metric} — {test}")
     return to_png(fig)

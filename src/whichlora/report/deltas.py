@@ -57,24 +57,30 @@ def _resampled_means(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
 
 
-def bootstrap_cell(
-    runs: np.ndarray, base: np.ndarray, resamples: int, seed: int
-) -> dict[str, float]:
-    """Mean of `runs` (examples x seeds) and of runs - base, each with a percentile interval."""
-    n = runs.shape[0]
-    diff = runs - base[:, None]
-    out = {"value": float(_nanmean(runs)), "delta": float(_nanmean(diff)), "n_examples": n}
+def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray | None:
+    """Rows of `resamples` bootstrap draws of n examples; None when n < 2 (no interval)."""
     if n < 2:
-        nan = float("nan")
-        return {**out, "value_ci_low": nan, "value_ci_high": nan, "ci_low": nan, "ci_high": nan}
-    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    out["value_ci_low"], out["value_ci_high"] = _interval(_resampled_means(runs, idx))
-    out["ci_low"], out["ci_high"] = _interval(_resampled_means(diff, idx))
+        return None
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def bootstrap_cell(runs: np.ndarray, base: np.ndarray, idx: np.ndarray | None) -> dict[str, float]:
+    """Mean of `runs` (examples x seeds) and of runs - base, each with a percentile interval."""
+    diff = runs - base[:, None]
+    out = {"value": float(_nanmean(runs)), "delta": float(_nanmean(diff)), "n_examples": len(runs)}
+    nan = float("nan")
+    out["value_ci_low"], out["value_ci_high"] = (
+        _interval(_resampled_means(runs, idx)) if idx is not None else (nan, nan)
+    )
+    out["ci_low"], out["ci_high"] = (
+        _interval(_resampled_means(diff, idx)) if idx is not None else (nan, nan)
+    )
     return out
 
 
 def _cell_seed(*parts: str) -> int:
-    """Stable per-cell seed: a cell's interval does not move when other cells come or go."""
+    """Stable seed per (language, metric): an interval does not move when other cells come or
+    go, and every technique is resampled on the same draws of examples."""
     return zlib.crc32("|".join(parts).encode("utf-8"))
 
 
@@ -84,6 +90,17 @@ def _group(inputs: ReportInputs, language: str) -> str:
     return "seen" if language in inputs.seen else "unseen"
 
 
+def _example_blocks(examples: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """(language, metric) -> examples x run_id values, keeping only examples the base scored."""
+    indexed = examples.set_index(["language", "metric", "example_id", "run_id"])["value"]
+    out = {}
+    for key, frame in indexed.groupby(level=[0, 1]):
+        block = frame.droplevel([0, 1]).unstack("run_id")
+        if BASE in block.columns:
+            out[key] = block.dropna(subset=[BASE])
+    return out
+
+
 def delta_table(inputs: ReportInputs) -> pd.DataFrame:
     """One row per (language, technique, metric): base, run mean and change, with intervals."""
     if inputs.metrics.empty or inputs.runs.empty:
@@ -91,23 +108,27 @@ def delta_table(inputs: ReportInputs) -> pd.DataFrame:
     means = inputs.metrics.pivot_table(
         index=["language", "metric"], columns="run_id", values="value", aggfunc="mean"
     )
-    blocks = {
-        key: frame.droplevel([0, 1]).unstack("run_id")
-        for key, frame in inputs.examples.set_index(
-            ["language", "metric", "example_id", "run_id"]
-        )["value"].groupby(level=[0, 1])
-    }
+    if BASE not in means.columns:
+        return pd.DataFrame(columns=DELTA_COLUMNS)
+    blocks = _example_blocks(inputs.examples)
+    by_label = {label: list(inputs.runs_of(label)["run_id"]) for label in inputs.labels}
     rows = []
     for (language, metric), row in means.iterrows():
-        if BASE not in row.index or not np.isfinite(row[BASE]):
+        if not np.isfinite(row[BASE]):
             continue
-        for label in inputs.labels:
-            run_ids = [r for r in inputs.runs_of(label)["run_id"] if r in row.index]
-            run_ids = [r for r in run_ids if np.isfinite(row[r])]
+        block = blocks.get((language, metric))
+        idx = None
+        if block is not None:
+            idx = resample_indices(len(block), inputs.resamples, _cell_seed(language, metric))
+        for label, run_ids in by_label.items():
+            run_ids = [r for r in run_ids if r in row.index and np.isfinite(row[r])]
             if not run_ids:
                 continue
-            cell = _cell(blocks.get((language, metric)), run_ids, inputs, language, metric, label)
-            if cell is None:  # no per-example scores: the point estimate still stands
+            if block is not None and len(block) and set(run_ids) <= set(block.columns):
+                cell = bootstrap_cell(
+                    block[run_ids].to_numpy(dtype=float), block[BASE].to_numpy(dtype=float), idx
+                )
+            else:  # no per-example scores: the point estimate still stands, without interval
                 value = float(row[run_ids].mean())
                 cell = {"value": value, "delta": value - float(row[BASE]), "n_examples": 0}
             rows.append(
@@ -124,36 +145,14 @@ def delta_table(inputs: ReportInputs) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=DELTA_COLUMNS)
 
 
-def _cell(
-    block: pd.DataFrame | None,
-    run_ids: list[str],
-    inputs: ReportInputs,
-    language: str,
-    metric: str,
-    label: str,
-) -> dict[str, float] | None:
-    if block is None or BASE not in block.columns or not set(run_ids) <= set(block.columns):
-        return None
-    paired = block[[*run_ids, BASE]].dropna(subset=[BASE])
-    if paired.empty:
-        return None
-    return bootstrap_cell(
-        paired[run_ids].to_numpy(dtype=float),
-        paired[BASE].to_numpy(dtype=float),
-        inputs.resamples,
-        _cell_seed(label, language, metric),
-    )
-
-
 def base_table(inputs: ReportInputs) -> pd.DataFrame:
     """The base model's own scores per language, so changes can be read against a level."""
     base = inputs.examples[inputs.examples["run_id"] == BASE]
     rows = []
     for (language, metric), frame in base.groupby(["language", "metric"]):
         values = frame["value"].to_numpy(dtype=float)
-        cell = bootstrap_cell(
-            values[:, None], np.zeros(len(values)), inputs.resamples, _cell_seed(language, metric)
-        )
+        idx = resample_indices(len(values), inputs.resamples, _cell_seed(language, metric))
+        cell = bootstrap_cell(values[:, None], np.zeros(len(values)), idx)
         rows.append(
             {
                 "group": _group(inputs, str(language)),

@@ -7,7 +7,15 @@ import platform
 
 import pandas as pd
 
-from whichlora.report.document import Code, Document, Figure, Heading, Section, Table
+from whichlora.report.document import (
+    Code,
+    Document,
+    Figure,
+    Heading,
+    Section,
+    Table,
+    cell_classes,
+)
 from whichlora.report.figures import loss_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.layers import (
@@ -106,15 +114,14 @@ def _runs_table(inputs: ReportInputs) -> Table:
             "in results": p["selected"].map({True: "yes", False: "no"}),
         }
     )
-    classes = pd.DataFrame({"train": p["train"].map({"failed": "bad"}).fillna(""),
-                            "evaluate": p["evaluate"].map({"failed": "bad"}).fillna("")})
+    failed = {c: ["bad" if v == "failed" else "" for v in p[c]] for c in ("train", "evaluate")}
     return Table(
         "runs",
         "Every planned run. 'in results': counted in this report (the chosen learning rate when "
         "the study swept rates).",
         display,
         p,
-        classes.reindex(columns=display.columns).fillna(""),
+        cell_classes(display, failed),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -82,6 +83,14 @@ class Document:
 
     def figures(self) -> list[Figure]:
         return [b for s in self.sections for b in s.blocks if isinstance(b, Figure)]
+
+
+def cell_classes(display: pd.DataFrame, columns: dict[str, Iterable[str]]) -> pd.DataFrame:
+    """Per-cell CSS classes for `display`: '' everywhere except the given columns."""
+    out = pd.DataFrame("", index=display.index, columns=display.columns, dtype=object)
+    for column, values in columns.items():
+        out[column] = list(values)
+    return out
 
 
 def slug(text: str) -> str:

@@ -40,8 +40,8 @@ def tradeoff_figure(points: pd.DataFrame, palette: Palette, labels: list[str], s
                 label, (gain.mean(), loss.mean()), xytext=(7, 6), textcoords="offset points",
                 fontsize=9, color="#222222",
             )
-        ax.set_xlabel(f"transfer gain on target languages\n{name}, {unit} (→ better)")
-        ax.set_ylabel(f"retention loss on {source}\n{name}, {unit} (↑ more forgetting)")
+        ax.set_xlabel(f"transfer gain, mean over target languages\n({unit}, → better)")
+        ax.set_ylabel(f"retention loss on {source}\n({unit}, ↑ more forgetting)")
         ax.set_title(name)
         ax.margins(0.15)
     handles, names = axes[0][0].get_legend_handles_labels()

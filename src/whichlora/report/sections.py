@@ -9,7 +9,15 @@ import pandas as pd
 
 from whichlora.report.cdplot import cd_figure
 from whichlora.report.deltas import base_table
-from whichlora.report.document import Figure, Heading, Section, Table, Text, fmt_num
+from whichlora.report.document import (
+    Figure,
+    Heading,
+    Section,
+    Table,
+    Text,
+    cell_classes,
+    fmt_num,
+)
 from whichlora.report.figures import TRADEOFF_AXES, tradeoff_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.tables import (
@@ -27,8 +35,9 @@ from whichlora.report.verdict import (
 
 CI_NOTE = (
     "Change against the base model, mean over seeds, with a 95% bootstrap interval over examples "
-    "(all seeds of an example resampled together). Green/red: the interval lies wholly above/"
-    "below zero for this language alone — a per-language signal, not the corrected test above."
+    "(all seeds of an example resampled together). Blue / orange cells: the interval lies wholly "
+    "on the better / worse side of zero for this language alone — a per-language signal, not the "
+    "corrected test in the verdict."
 )
 
 
@@ -61,10 +70,11 @@ def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
                 "result": mark,
             }
         )
-    classes = pd.DataFrame(
-        [{"result": ("good" if r.direction == "better" else "bad") if r.significant else ""}
-         for r in table.itertuples()]
-    )
+    display = pd.DataFrame(rows)
+    results = [
+        ("good" if r.direction == "better" else "bad") if r.significant else ""
+        for r in table.itertuples()
+    ]
     section.blocks.append(
         Table(
             "significance",
@@ -72,9 +82,9 @@ def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
             "Wilcoxon test; Δ is technique minus baseline (accuracy and fidelity in percentage "
             "points); effect r = matched-pairs rank-biserial correlation; * = significant after "
             "Holm correction.",
-            pd.DataFrame(rows),
+            display,
             table,
-            classes.reindex(columns=pd.DataFrame(rows).columns).fillna(""),
+            cell_classes(display, {"result": results}),
         )
     )
     return section

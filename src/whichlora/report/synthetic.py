@@ -167,6 +167,7 @@ def _significance(ctx: StudyContext, source: str) -> list[dict[str, Any]]:
         friedman_nemenyi,
         summary_sentence,
     )
+    from whichlora.errors import WhichloraError
     from whichlora.evaluate.suite import HIGHER_IS_BETTER
 
     ex = ctx.store.frame("examples")
@@ -190,7 +191,10 @@ def _significance(ctx: StudyContext, source: str) -> list[dict[str, Any]]:
                      "payload": json.dumps({"sentence": summary_sentence(result)})})
         for metric, group in scores.groupby("metric"):
             cells = group.groupby(["seed", "language", "technique"])["value"].mean()
-            fr = friedman_nemenyi(cells.unstack("technique"), HIGHER_IS_BETTER[str(metric)])
+            try:
+                fr = friedman_nemenyi(cells.unstack("technique"), HIGHER_IS_BETTER[str(metric)])
+            except WhichloraError:  # too few complete blocks, e.g. after a failed run
+                continue
             payload = {"statistic": fr.statistic, "p_value": fr.p_value,
                        "avg_ranks": fr.avg_ranks.to_dict(), "cd": fr.cd,
                        "nemenyi": None if fr.nemenyi is None else fr.nemenyi.to_dict(),

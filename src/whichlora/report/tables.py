@@ -133,7 +133,8 @@ def base_scores_table(base: pd.DataFrame, inputs: ReportInputs) -> Table | None:
         display.append(cells)
     rank = {"source": 0, "seen": 1, "unseen": 2}
     frame = pd.DataFrame(display)
-    frame = frame.sort_values(["group", "language"], key=lambda s: s.map(rank).fillna(s))
+    frame = frame.assign(_order=frame["group"].map(rank)).sort_values(["_order", "language"])
+    frame = frame.drop(columns="_order")
     return Table(
         "base_scores",
         "The base model's own scores (95% CI over examples): the level each change starts from.",

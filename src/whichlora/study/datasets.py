@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from whichlora.config.study import Study
 from whichlora.data.records import Record
+from whichlora.errors import WhichloraError
 from whichlora.evaluate.suite import EvalSet
 
 
@@ -23,7 +24,14 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
     from whichlora.data.sources import load_instructions
 
     data = study.data
-    records = load_instructions(data.source, data.languages, data.options)
+    languages = list(dict.fromkeys([*data.languages, *(data.target_ratio or {})]))
+    records = load_instructions(data.source, languages, data.options)
+    heldout_ids: set[str] = set()
+    if study.evaluation.heldout and study.evaluation.heldout == data.source:
+        raise WhichloraError(
+            f"data.source and evaluation.heldout are the same ({data.source}): evaluation items "
+            "would be trained on. Fix: evaluate on a different source (e.g. builtin:heldout)."
+        )
     return build_training_set(
         records,
         languages=data.languages,
@@ -32,6 +40,7 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
         validation_fraction=data.validation_fraction,
         target_ratio=data.target_ratio,
         source_language=study.evaluation.source_language,
+        exclude_ids=heldout_ids,
     )
 
 

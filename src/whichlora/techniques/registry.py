@@ -32,7 +32,7 @@ class AdapterSettings:
 
 ConfigBuilder = Callable[[AdapterSettings], Any]
 OptimizerFactory = Callable[[Any, float, float, dict[str, Any]], Any]
-StepHook = Callable[[Any, int], None]
+StepHook = Callable[[Any, int], None]  # (model, optimizer steps taken so far, from 1)
 
 
 @dataclass(frozen=True)

@@ -201,9 +201,11 @@ def train_adapter(
                 )
             )
             optimizer.step()
-            # AdaLoRA: reallocate the rank budget; reads gradients, so before zero_grad.
+            # AdaLoRA: reallocate the rank budget; reads gradients, so before zero_grad. It gets
+            # the optimizer steps taken so far (1..steps): AdaLoRA fixes the final allocation at
+            # global step total_step - tfinal, which a 0-based count never reaches if tfinal is 0.
             if technique.after_optimizer_step is not None:
-                technique.after_optimizer_step(model, step)
+                technique.after_optimizer_step(model, step + 1)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             tokens_seen += step_tokens

@@ -1,0 +1,266 @@
+"""The report stage on synthetic, schema-faithful study folders: files, content, robustness."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from whichlora.report import build as build_module
+from whichlora.report.build import SECTION_FAILED, build_report
+from whichlora.report.synthetic import SyntheticSpec, make_synthetic_study
+from whichlora.study.context import StudyContext
+
+SECTION_TITLES = [
+    "Verdict",
+    "Per-language transfer and retention",
+    "Trade-off: transfer gain vs retention loss",
+    "Ranking: critical-difference diagram",
+    "Inside the model: layer by layer",
+    "Cost",
+    "Training, failures and reproducibility",
+]
+FIGURES = {
+    "tradeoff",
+    "critical_difference",
+    "similarity_heatmaps",
+    "similarity_change",
+    "cka_to_base",
+    "alignment",
+    "training_loss",
+}
+
+
+def _study(root: Path, spec: SyntheticSpec | None = None) -> StudyContext:
+    root.mkdir(parents=True, exist_ok=True)
+    return make_synthetic_study(root, spec)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyContext, Path]]:
+    ctx = _study(tmp_path_factory.mktemp("full"))
+    html = build_report(ctx)
+    yield ctx, html
+    ctx.close()
+
+
+def test_writes_every_output(full: tuple[StudyContext, Path]) -> None:
+    ctx, html = full
+    report = ctx.study_dir / "report"
+    assert html == report / "report.html"
+    assert (report / "report.md").is_file()
+    assert {p.stem for p in (report / "figures").glob("*.png")} == FIGURES
+    csvs = {p.stem for p in (report / "tables").glob("*.csv")}
+    jsons = {p.stem for p in (report / "tables").glob("*.json")}
+    assert csvs == jsons
+    expected = {"significance", "seen_languages", "unseen_languages", "source_languages",
+                "fidelity", "base_scores", "tradeoff", "ranks", "costs", "runs", "versions",
+                "layer_similarity", "layer_cka", "layer_alignment"}
+    assert expected <= csvs
+    for name in csvs:  # every export reads back with the same rows in both formats
+        frame = pd.read_csv(report / "tables" / f"{name}.csv")
+        records = json.loads((report / "tables" / f"{name}.json").read_text(encoding="utf-8"))
+        assert len(frame) == len(records)
+    assert not list(ctx.study_dir.glob(".tmp-*"))
+
+
+def test_sections_in_reader_order_and_none_broken(full: tuple[StudyContext, Path]) -> None:
+    ctx, html = full
+    text = html.read_text(encoding="utf-8")
+    titles = re.findall(r"<h2>(.*?)</h2>", text)
+    assert titles == SECTION_TITLES
+    md = (ctx.study_dir / "report" / "report.md").read_text(encoding="utf-8")
+    assert re.findall(r"^## (.*)$", md, flags=re.M) == SECTION_TITLES
+    assert SECTION_FAILED not in text and SECTION_FAILED not in md
+    assert "class=\"verdict\"" in text and "Wilcoxon" in text
+    assert "2 seeds × 3 target languages" in text
+
+
+def test_html_is_self_contained(full: tuple[StudyContext, Path]) -> None:
+    _, html = full
+    text = html.read_text(encoding="utf-8")
+    assert "<script" not in text.lower()
+    assert not re.search(r"""(src|href)=["']?https?:""", text)
+    assert "@import" not in text and "url(" not in text
+    assert "rel=\"stylesheet\"" not in text
+    sources = re.findall(r'<img src="([^"]+)"', text)
+    assert len(sources) == len(FIGURES)
+    for src in sources:
+        assert src.startswith("data:image/png;base64,")
+        image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert image.format == "PNG" and image.width > 300
+
+
+def test_markdown_links_resolve(full: tuple[StudyContext, Path]) -> None:
+    ctx, _ = full
+    report = ctx.study_dir / "report"
+    md = (report / "report.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(((?:figures|tables)/[^)]+)\)", md)
+    assert len(links) > len(FIGURES)
+    assert all((report / link).is_file() for link in links)
+    assert "```yaml" in md and "name: synthetic" in md
+
+
+def test_seen_and_unseen_are_separate(full: tuple[StudyContext, Path]) -> None:
+    ctx, _ = full
+    tables = ctx.study_dir / "report" / "tables"
+    seen = pd.read_csv(tables / "seen_languages.csv")
+    unseen = pd.read_csv(tables / "unseen_languages.csv")
+    source = pd.read_csv(tables / "source_languages.csv")
+    assert set(seen["language"]) == {"de", "fr"}
+    assert set(unseen["language"]) == {"sw"}
+    assert set(source["language"]) == {"en"}
+    assert set(seen["technique"]) == {"lora", "dora", "pissa"}
+
+
+def test_deltas_match_the_metrics_table(full: tuple[StudyContext, Path]) -> None:
+    """Point estimates are mean over seeds of (run - base); every interval brackets its mean."""
+    ctx, _ = full
+    deltas = pd.read_csv(ctx.study_dir / "report" / "tables" / "seen_languages.csv")
+    metrics = ctx.store.frame("metrics").set_index(["run_id", "language", "metric"])["value"]
+    for row in deltas.itertuples():
+        runs = [f"{row.technique}-s{s}" for s in (0, 1)]
+        expected = np.mean([metrics[(r, row.language, row.metric)] for r in runs])
+        expected -= metrics[("base", row.language, row.metric)]
+        assert row.delta == pytest.approx(expected, abs=1e-9)
+        assert row.ci_low <= row.delta + 1e-12 <= row.ci_high + 2e-12
+    assert (deltas["n_examples"] == 40).all() and (deltas["n_seeds"] == 2).all()
+
+
+def test_costs_and_runs_tables(full: tuple[StudyContext, Path]) -> None:
+    ctx, html = full
+    tables = ctx.study_dir / "report" / "tables"
+    costs = pd.read_csv(tables / "costs.csv")
+    assert len(costs) == 6 and {"trainable_params", "adapter_bytes", "technique"} <= set(costs)
+    runs = pd.read_csv(tables / "runs.csv")
+    assert list(runs["train"].unique()) == ["done"]
+    text = html.read_text(encoding="utf-8")
+    assert "% of base" in text and "peak RSS (MiB)" in text and "No run failed." in text
+    versions = pd.read_csv(tables / "versions.csv")
+    assert set(versions["peft"]) == {"0.17.1"}
+
+
+def test_rebuild_is_identical_and_replaces_stale_files(full: tuple[StudyContext, Path]) -> None:
+    ctx, html = full
+    before = html.read_bytes(), (html.parent / "report.md").read_bytes()
+    stale = html.parent / "tables" / "stale.csv"
+    stale.write_text("old\n")
+    build_report(ctx)
+    assert (html.read_bytes(), (html.parent / "report.md").read_bytes()) == before
+    assert not stale.exists()
+
+
+def test_a_failed_write_keeps_the_old_report(
+    full: tuple[StudyContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, html = full
+    before = html.read_bytes()
+
+    def boom(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(build_module, "to_html", boom)
+    with pytest.raises(RuntimeError):
+        build_report(ctx)
+    assert html.read_bytes() == before
+    assert not list(ctx.study_dir.glob(".tmp-*"))
+
+
+def test_a_broken_section_becomes_a_note(
+    full: tuple[StudyContext, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ctx, _ = full
+
+    def broken(*args: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(build_module, "cost_section", broken)
+    doc = build_module.assemble(build_module.load_inputs(ctx))
+    notes = [b.text for s in doc.sections for b in s.blocks if getattr(b, "kind", "") == "note"]
+    assert any(SECTION_FAILED in n and "surprise" in n for n in notes)
+    assert [s.title for s in doc.sections][0] == "Verdict"
+    assert len(doc.figures()) == len(FIGURES)
+
+
+def _texts(ctx: StudyContext) -> str:
+    html = build_report(ctx)
+    return html.read_text(encoding="utf-8")
+
+
+def test_without_analysis_or_significance(tmp_path: Path) -> None:
+    ctx = _study(tmp_path, SyntheticSpec(analysis=False, significance=False))
+    try:
+        text = _texts(ctx)
+    finally:
+        ctx.close()
+    assert SECTION_FAILED not in text
+    assert "Significance tests have not been run yet" in text
+    assert "No representation analysis yet" in text
+    assert "No ranking to draw" in text
+    assert "Seen target languages" in text and text.count("<img") == 2  # trade-off, loss
+
+
+def test_single_technique(tmp_path: Path) -> None:
+    ctx = _study(tmp_path, SyntheticSpec(techniques=("lora",), seeds=(0,)))
+    try:
+        text = _texts(ctx)
+    finally:
+        ctx.close()
+    assert SECTION_FAILED not in text
+    assert "Nothing to compare yet" in text
+    assert "needs at least two techniques" in text
+
+
+def test_failed_run_is_listed_and_left_out(tmp_path: Path) -> None:
+    ctx = _study(tmp_path, SyntheticSpec(failed=("dora-s1",)))
+    try:
+        text = _texts(ctx)
+        tables = ctx.study_dir / "report" / "tables"
+        failed = pd.read_csv(tables / "failed_runs.csv")
+        seen = pd.read_csv(tables / "seen_languages.csv")
+    finally:
+        ctx.close()
+    assert SECTION_FAILED not in text
+    assert list(failed["run_id"]) == ["dora-s1"]
+    assert "training diverged: loss became nan" in text
+    assert set(seen.loc[seen["technique"] == "dora", "n_seeds"]) == {1}
+
+
+def test_empty_study(tmp_path: Path) -> None:
+    """Nothing trained or evaluated yet: every section says so instead of failing."""
+    from whichlora.study.context import open_study
+
+    study = tmp_path / "study.yaml"
+    study.write_text("name: empty\ntechniques: [lora, dora]\n", encoding="utf-8")
+    ctx = open_study(study, tmp_path / "out")
+    try:
+        text = _texts(ctx)
+    finally:
+        ctx.close()
+    assert SECTION_FAILED not in text
+    assert "No evaluation results yet" in text
+    assert "No cost records yet" in text
+    assert "No training logs yet" in text
+    assert re.findall(r"<h2>(.*?)</h2>", text) == SECTION_TITLES
+
+
+def test_eight_runs_build_fast(tmp_path: Path) -> None:
+    """< 10 s of CPU for 4 techniques x 2 seeds (CPU time: shared CI machines vary in wall time)."""
+    spec = SyntheticSpec(techniques=("lora", "dora", "pissa", "vera"), examples=100, layers=12,
+                         evaluated=("en", "de", "fr", "es", "sw", "yo"))
+    ctx = _study(tmp_path, spec)
+    try:
+        started = time.process_time()
+        build_report(ctx)
+        assert time.process_time() - started < 10
+    finally:
+        ctx.close()
