@@ -26,7 +26,6 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
     data = study.data
     languages = list(dict.fromkeys([*data.languages, *(data.target_ratio or {})]))
     records = load_instructions(data.source, languages, data.options)
-    heldout_ids: set[str] = set()
     if study.evaluation.heldout and study.evaluation.heldout == data.source:
         raise WhichloraError(
             f"data.source and evaluation.heldout are the same ({data.source}): evaluation items "
@@ -40,7 +39,6 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
         validation_fraction=data.validation_fraction,
         target_ratio=data.target_ratio,
         source_language=study.evaluation.source_language,
-        exclude_ids=heldout_ids,
     )
 
 
