@@ -3,11 +3,14 @@
 Nothing is downloaded. The model and tokenizer are saved once per session as safetensors so the
 real `load_model(folder)` path runs; `fresh_model()` loads a new copy each call because PiSSA and
 OLoRA rewrite base weights in place and every run needs an untouched base.
+
+Fixtures: tokenizer, tiny_model_dir, tiny_config, fresh_model, records, probe_batch, logits_on,
+tiny_request, train_tiny (-> TrainedRun), load_adapter, one_torch_thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +88,18 @@ def build_tokenizer() -> Any:
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test, restored after it. Tiny models run several times faster
+    on one thread and stop competing for cores. Use with `pytest.mark.usefixtures`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

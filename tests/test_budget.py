@@ -18,6 +18,8 @@ from whichlora.techniques.budget import (
     solve_rank,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TECHNIQUES = sorted(REGISTRY)
 # The tiny Llama: hidden 64, intermediate 128, 2 kv heads of 16 -> k/v project 64 -> 32.
 ALL_LINEAR_WIDTH = 32
@@ -89,18 +91,31 @@ def test_base_param_count_is_the_real_models(tiny_config: Any, fresh_model: Any)
     [
         ("all-linear", ALL_LINEAR_WIDTH),
         (["q_proj"], 64),
-        ("gate_proj", 64),
         (["q_proj", "k_proj"], 32),
         (["down_proj", "up_proj"], 64),
+        (["self_attn.o_proj"], 64),  # a dotted suffix
+        (r".*\.(gate|up)_proj", 64),  # a string is a regex over full module names
+        (r"model\.layers\.1\.self_attn\.v_proj", 32),
     ],
 )
-def test_max_rank_is_narrowest_targeted_width(tiny_config: Any, targets: Any, width: int) -> None:
+def test_max_rank_is_narrowest_layer_peft_adapts(
+    tiny_config: Any, fresh_model: Any, targets: Any, width: int
+) -> None:
+    from peft import get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     assert max_rank(tiny_config, targets) == width
+    settings = AdapterSettings(rank=1, target_modules=targets)
+    model = get_peft_model(fresh_model().model, REGISTRY["lora"].build_config(settings))
+    adapted = [m.get_base_layer() for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert adapted and min(min(m.in_features, m.out_features) for m in adapted) == width
 
 
-def test_max_rank_rejects_targets_that_match_nothing(tiny_config: Any) -> None:
-    with pytest.raises(WhichloraError, match="no_such_proj"):
-        max_rank(tiny_config, ["no_such_proj"])
+@pytest.mark.parametrize("targets", [["no_such_proj"], "q_proj"])
+def test_max_rank_rejects_targets_that_match_nothing(tiny_config: Any, targets: Any) -> None:
+    # A plain string is a regex that must match a full module name, as in peft.
+    with pytest.raises(WhichloraError, match="matches no linear layer"):
+        max_rank(tiny_config, targets)
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from whichlora.report import build as build_module
 from whichlora.report.build import SECTION_FAILED, build_report
+from whichlora.report.document import Document
 from whichlora.report.synthetic import SyntheticSpec, make_synthetic_study
 from whichlora.study.context import StudyContext
 
@@ -62,9 +63,22 @@ def test_writes_every_output(full: tuple[StudyContext, Path]) -> None:
     csvs = {p.stem for p in (report / "tables").glob("*.csv")}
     jsons = {p.stem for p in (report / "tables").glob("*.json")}
     assert csvs == jsons
-    expected = {"significance", "seen_languages", "unseen_languages", "source_languages",
-                "fidelity", "base_scores", "tradeoff", "ranks", "costs", "runs", "versions",
-                "layer_similarity", "layer_cka", "layer_alignment"}
+    expected = {
+        "significance",
+        "seen_languages",
+        "unseen_languages",
+        "source_languages",
+        "fidelity",
+        "base_scores",
+        "tradeoff",
+        "ranks",
+        "costs",
+        "runs",
+        "versions",
+        "layer_similarity",
+        "layer_cka",
+        "layer_alignment",
+    }
     assert expected <= csvs
     for name in csvs:  # every export reads back with the same rows in both formats
         frame = pd.read_csv(report / "tables" / f"{name}.csv")
@@ -81,7 +95,7 @@ def test_sections_in_reader_order_and_none_broken(full: tuple[StudyContext, Path
     md = (ctx.study_dir / "report" / "report.md").read_text(encoding="utf-8")
     assert re.findall(r"^## (.*)$", md, flags=re.M) == SECTION_TITLES
     assert SECTION_FAILED not in text and SECTION_FAILED not in md
-    assert "class=\"verdict\"" in text and "Wilcoxon" in text
+    assert 'class="verdict"' in text and "Wilcoxon" in text
     assert "2 seeds × 3 target languages" in text
 
 
@@ -91,7 +105,7 @@ def test_html_is_self_contained(full: tuple[StudyContext, Path]) -> None:
     assert "<script" not in text.lower()
     assert not re.search(r"""(src|href)=["']?https?:""", text)
     assert "@import" not in text and "url(" not in text
-    assert "rel=\"stylesheet\"" not in text
+    assert 'rel="stylesheet"' not in text
     sources = re.findall(r'<img src="([^"]+)"', text)
     assert len(sources) == len(FIGURES)
     for src in sources:
@@ -168,6 +182,7 @@ def test_a_failed_write_keeps_the_old_report(
     def boom(*args: object, **kwargs: object) -> str:
         raise RuntimeError("disk full")
 
+    monkeypatch.setattr(build_module, "assemble", lambda inputs: Document("t", "s"))
     monkeypatch.setattr(build_module, "to_html", boom)
     with pytest.raises(RuntimeError):
         build_report(ctx)
@@ -255,8 +270,12 @@ def test_empty_study(tmp_path: Path) -> None:
 
 def test_eight_runs_build_fast(tmp_path: Path) -> None:
     """< 10 s of CPU for 4 techniques x 2 seeds (CPU time: shared CI machines vary in wall time)."""
-    spec = SyntheticSpec(techniques=("lora", "dora", "pissa", "vera"), examples=100, layers=12,
-                         evaluated=("en", "de", "fr", "es", "sw", "yo"))
+    spec = SyntheticSpec(
+        techniques=("lora", "dora", "pissa", "vera"),
+        examples=100,
+        layers=12,
+        evaluated=("en", "de", "fr", "es", "sw", "yo"),
+    )
     ctx = _study(tmp_path, spec)
     try:
         started = time.process_time()
@@ -264,3 +283,19 @@ def test_eight_runs_build_fast(tmp_path: Path) -> None:
         assert time.process_time() - started < 10
     finally:
         ctx.close()
+
+
+def test_metrics_without_per_example_scores(tmp_path: Path) -> None:
+    """Means alone still give the changes; intervals are left out rather than invented."""
+    ctx = _study(tmp_path, SyntheticSpec(analysis=False))
+    try:
+        with ctx.store.transaction() as db:
+            db.execute("DELETE FROM examples")
+        text = _texts(ctx)
+        seen = pd.read_csv(ctx.study_dir / "report" / "tables" / "seen_languages.csv")
+    finally:
+        ctx.close()
+    assert SECTION_FAILED not in text
+    assert (seen["n_examples"] == 0).all() and seen["ci_low"].isna().all()
+    assert seen["delta"].notna().all()
+    assert "The base model has no per-example scores yet." in text

@@ -13,6 +13,8 @@ import torch
 from whichlora.errors import WhichloraError
 from whichlora.techniques import REGISTRY, AdapterSettings, get_technique
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TECHNIQUES = sorted(REGISTRY)
 REWRITING = sorted(name for name, t in REGISTRY.items() if t.rewrites_base)
 # Adapters that start as (or near) the identity need a push to move the logits in 3 steps.
@@ -196,6 +198,10 @@ def test_rewritten_base_adapter_loads_on_untouched_base(
     config = json.loads((run.adapter_dir / "adapter_config.json").read_text())
     assert config["r"] == 2 * 4  # converted to plain LoRA: [A | A0], [B | -B0]
     assert config["init_lora_weights"] is True
+    # The log records the technique as trained, not the converted form.
+    trained_init = REGISTRY[technique].build_config(AdapterSettings(rank=4)).init_lora_weights
+    assert run.log["adapter_config"]["init_lora_weights"] == trained_init
+    assert run.log["adapter_config"]["r"] == 4
     assert not (run.out_dir / "initial").exists()
 
     untouched = fresh_model().model

@@ -24,6 +24,8 @@ from whichlora.train.prompting import (
     user_message,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TECHNIQUES = sorted(REGISTRY)
 RECORD = Record(id="x1", language="de", instruction="Sag Hallo.", output="Hallo, mein Freund!")
 
@@ -54,7 +56,7 @@ def test_chat_template_prompt_is_masked_and_response_is_learned(tokenizer: Any) 
     assert example.labels[:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert example.labels[n_prompt:] == example.input_ids[n_prompt:]
     assert len(example.labels) == len(example.input_ids) == example.length
-    # The response is the answer plus the template's end-of-turn marker, so the model learns to stop.
+    # The response is the answer plus the end-of-turn marker, so the model learns to stop.
     assert tokenizer.decode(example.input_ids[n_prompt:]) == RECORD.output + "<|im_end|>"
     assert example.input_ids[-1] == tokenizer.eos_token_id
     # Exactly one bos: the template's, none added on top.
@@ -104,10 +106,12 @@ def test_truncation_keeps_partial_responses_and_drops_empty_ones(tokenizer: Any)
     assert cut.labels == full.labels[: n_prompt + 2]
     assert cut.labels[-2:] == full.input_ids[n_prompt : n_prompt + 2]
 
-    kept = encode_records(tokenizer, [RECORD], max_length=n_prompt + 1)
-    assert len(kept) == 1 and kept[0].labels[-1] != IGNORE_INDEX
-    assert encode_records(tokenizer, [RECORD], max_length=n_prompt) == []
-    assert encode_records(tokenizer, [RECORD], max_length=n_prompt - 3) == []
+    for response_only in (True, False):
+        kept = encode_records(tokenizer, [RECORD], n_prompt + 1, response_only)
+        assert len(kept) == 1 and kept[0].labels[-1] == kept[0].input_ids[-1]
+        # Response cut away entirely: dropped, even when the loss would cover the prompt.
+        assert encode_records(tokenizer, [RECORD], n_prompt, response_only) == []
+        assert encode_records(tokenizer, [RECORD], n_prompt - 3, response_only) == []
 
 
 def test_truncation_drops_only_the_long_prompts(tokenizer: Any, records: list[Record]) -> None:
@@ -160,9 +164,8 @@ def test_grouped_batches_cover_each_epoch_once_and_repeat_by_seed(
 def test_same_seed_same_losses_and_adapter(technique: str, train_tiny: Any) -> None:
     from safetensors.torch import load_file
 
-    lr = {"vera": 2e-2, "adalora": 1e-2}.get(technique, 1e-3)
-    first = train_tiny(technique, run_name="a", seed=3, learning_rate=lr)
-    second = train_tiny(technique, run_name="b", seed=3, learning_rate=lr)
+    first = train_tiny(technique, run_name="a", seed=3)
+    second = train_tiny(technique, run_name="b", seed=3)
     assert first.losses == second.losses
     weights_a = load_file(first.adapter_dir / "adapter_model.safetensors")
     weights_b = load_file(second.adapter_dir / "adapter_model.safetensors")
@@ -235,23 +238,16 @@ def test_rank_above_width_fails_before_training(
 
 
 def test_parameter_budget_reaches_the_trained_adapter(train_tiny: Any) -> None:
-    from whichlora.techniques.budget import count_params
+    from whichlora.techniques import AdapterSettings
+    from whichlora.techniques.budget import solve_rank
 
     run = train_tiny("dora", rank=None, trainable_params=10_000)
     budget = run.log["budget"]
+    rank, count = solve_rank(run.model.config, REGISTRY["dora"], AdapterSettings(), 10_000)
     assert budget["requested"]["trainable_params"] == 10_000
-    assert budget["trainable_params_measured"] == budget["trainable_params"]
-    assert run.log["adapter_config"]["r"] == budget["rank"]
-    lower = count_params(run.model.config, REGISTRY["dora"], _settings(budget["rank"] - 1))
-    upper = count_params(run.model.config, REGISTRY["dora"], _settings(budget["rank"] + 1))
-    gap = abs(budget["trainable_params"] - 10_000)
-    assert gap <= abs(lower - 10_000) and gap <= abs(upper - 10_000)
-
-
-def _settings(rank: int) -> Any:
-    from whichlora.techniques import AdapterSettings
-
-    return AdapterSettings(rank=rank)
+    assert (budget["rank"], budget["trainable_params"]) == (rank, count)
+    assert budget["trainable_params_measured"] == count
+    assert run.log["adapter_config"]["r"] == rank
 
 
 # --------------------------------------------------------------------------- the real model

@@ -66,3 +66,29 @@ def remove_stale_scratch(parent: Path) -> None:
     if parent.is_dir():
         for child in parent.glob(".tmp-*"):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def remove_stale_temp(root: Path) -> list[Path]:
+    """Drop the temp files and scratch folders a killed process left anywhere under `root`.
+
+    Only call it while holding the study's lock: then no other process is writing there, and every
+    `.tmp-*` folder (atomic_directory) or `.*.tmp` file (write_text_atomic and friends) is debris.
+    Only those hidden names are touched, so a user's own files are safe even in a shared folder.
+    """
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.rglob(".*"), key=lambda p: len(p.parts)):
+        if any(parent in removed for parent in path.parents):
+            continue
+        name = path.name
+        if name.startswith(".tmp-") and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.endswith(".tmp") or name.startswith(".tmp-"):
+            if path.is_dir() and not path.is_symlink():
+                continue  # not a shape whichlora writes: leave it
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(path)
+    return removed

@@ -192,9 +192,11 @@ class _Grams:
         self._self_unb: dict[str, float] = {}
         for name, x in mats.items():
             x = np.asarray(x, dtype=np.float64)
-            xc = x - x.mean(axis=0)
-            self.plain[name] = x @ x.T
-            self.centred[name] = xc @ xc.T
+            k = x @ x.T
+            row = k.mean(axis=0)
+            # Xc Xc^T by double-centring K: one n x n x dim product per model, not two.
+            self.plain[name] = k
+            self.centred[name] = k - row[:, None] - row[None, :] + row.mean()
 
     def linear(self, a: str, b: str) -> float | None:
         for name in (a, b):

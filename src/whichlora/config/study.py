@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from whichlora.errors import WhichloraError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
+MAX_SEED = 2**32 - 1  # numpy's seed range; torch and random accept it too
+
+
+def _distinct_rates(rates: list[float] | None) -> list[float] | None:
+    if rates is not None and (not rates or len(set(rates)) != len(rates)):
+        raise ValueError("learning_rates must be a non-empty list of distinct rates")
+    return rates
 
 
 class Strict(BaseModel):
@@ -31,6 +39,13 @@ class ModelSpec(Strict):
         None, description="'auto' spreads one run over every visible GPU (accelerate)"
     )
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not re.match(DEVICE_PATTERN, device):
+            raise ValueError(f"device '{device}' is not one of auto, cpu, mps, cuda, cuda:N")
+        return device
+
 
 class BudgetSpec(Strict):
     """Give exactly one of rank, trainable_params or fraction; the real count is always recorded."""
@@ -40,7 +55,11 @@ class BudgetSpec(Strict):
     fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
     alpha: Annotated[float, Field(gt=0)] | None = Field(None, description="default: 2 x rank")
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: str | list[str] = "all-linear"
+    target_modules: str | list[str] = Field(
+        "all-linear",
+        description="'all-linear', a list of module names (q_proj, ...), or, as in peft, one "
+        "string that is a regex over full module names",
+    )
 
     @model_validator(mode="after")
     def _one_size(self) -> BudgetSpec:
@@ -81,6 +100,11 @@ class TechniqueSpec(Strict):
         if label is not None and not re.match(NAME_PATTERN, label):
             raise ValueError("label must be letters, digits, '.', '_' or '-' (no path separators)")
         return label
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _rates(cls, rates: list[float] | None) -> list[float] | None:
+        return _distinct_rates(rates)
 
     @model_validator(mode="after")
     def _options_known(self) -> TechniqueSpec:
@@ -139,7 +163,15 @@ class TrainingSpec(Strict):
     def _seeds(cls, seeds: list[int]) -> list[int]:
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be a non-empty list of distinct integers")
+        bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+        if bad:
+            raise ValueError(f"seeds {bad} are outside 0..{MAX_SEED}; use such whole numbers")
         return seeds
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _rates(cls, rates: list[float] | None) -> list[float] | None:
+        return _distinct_rates(rates)
 
 
 class EvaluationSpec(Strict):
@@ -173,7 +205,7 @@ class ExecutorSpec(Strict):
 
 
 class Study(Strict):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)] = "study"
+    name: str = Field("study", description="names the study folder (./studies/NAME)")
     model: ModelSpec = Field(default_factory=ModelSpec)
     techniques: list[TechniqueSpec]
     budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(rank=8))
@@ -182,6 +214,16 @@ class Study(Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not re.match(NAME_PATTERN, name):
+            raise ValueError(
+                "name must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or "
+                "digit (it names the study folder, so no path separators)"
+            )
+        return name
 
     @field_validator("model", mode="before")
     @classmethod
@@ -238,7 +280,42 @@ def validation_message(path: str | Path, exc: ValidationError) -> str:
     return f"Study file {path} is invalid: " + "; ".join(parts) + "."
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain PyYAML keeps the last)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found the key '{key}' twice",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,  # type: ignore[arg-type]
+)
+
+
 def parse_study(data: Any, path: str | Path = "<study>") -> Study:
+    if data is None:
+        raise WhichloraError(
+            f"Study file {path} is empty. Fix: write at least `techniques: [lora]`, or start "
+            "from examples/quickstart.yaml."
+        )
     if not isinstance(data, dict):
         raise WhichloraError(
             f"Study file {path} must be a YAML mapping of keys (name, model, techniques, ...), "
@@ -269,13 +346,13 @@ def load_study(path: str | Path) -> Study:
             f"Study file {path} cannot be read ({exc.strerror}). Fix: check its permissions."
         ) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise WhichloraError(
             f"Study file {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}. "
-            "Fix: correct the YAML syntax (indentation, colons, quotes)."
+            "Fix: correct the YAML there (indentation, colons, quotes; each key once)."
         ) from None
     return parse_study(data, path)
 

@@ -54,11 +54,60 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def check_weights(path: str, allow_pickle: bool) -> None:
+    """Refuse a local folder without safetensors weights unless pickles are explicitly allowed."""
+    local = Path(path)
+    if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
+        raise WhichloraError(
+            f"Model folder '{path}' has no .safetensors weights; pickle-based weights can run code "
+            "when loaded. Fix: convert the model to safetensors, or set `allow_pickle: true` under "
+            "`model` in the study if you trust the files."
+        )
+
+
+def remote_code_message(ref: str) -> str:
+    return (
+        f"Model '{ref}' needs its own Python code to load (its config.json has an auto_map); "
+        "whichlora runs no model code unless asked. Fix: use a model that transformers supports "
+        "natively, or set `trust_remote_code: true` under `model` in the study if you trust "
+        "that code."
+    )
+
+
+def load_config(ref: str, trust_remote_code: bool = False) -> Any:
+    """The model's config (no weights): what budgets are resolved on before anything runs."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(ref)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise WhichloraError(remote_code_message(ref)) from None
+        raise WhichloraError(
+            f"Model '{ref}' has a config transformers cannot use ({exc}). Fix: point `model` at a "
+            "folder saved with save_pretrained, or use builtin:smollm2-135m."
+        ) from None
+    except OSError as exc:
+        raise WhichloraError(
+            f"Could not load the config of model '{ref}': {str(exc).rstrip('.')}. Fix: check the "
+            "id or folder; hub models need network access (or a filled Hugging Face cache)."
+        ) from None
+
+
 def load_tokenizer(ref: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve_model_path(ref)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc):
+            raise WhichloraError(remote_code_message(ref)) from None
+        raise WhichloraError(
+            f"Could not load the tokenizer of model '{ref}': {exc}. Fix: save the tokenizer next "
+            "to the model (tokenizer.save_pretrained) or check the model id."
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -78,13 +127,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(ref)
-    local = Path(path)
-    if local.is_dir() and not allow_pickle and not any(local.glob("*.safetensors")):
-        raise WhichloraError(
-            f"Model folder '{path}' has no .safetensors weights; pickle-based weights can run code "
-            "when loaded. Fix: convert the model to safetensors, or set `allow_pickle: true` under "
-            "`model` in the study if you trust the files."
-        )
+    check_weights(path, allow_pickle)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -93,6 +136,10 @@ def load_model(
             use_safetensors=None if allow_pickle else True,
             device_map=device_map,
         )
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise WhichloraError(remote_code_message(ref)) from None
     except OSError as exc:
         raise WhichloraError(
             f"Could not load model '{ref}': {exc}. Fix: check the id or folder; hub models need "

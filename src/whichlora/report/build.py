@@ -73,8 +73,11 @@ def assemble(inputs: ReportInputs) -> Document:
     deltas = functools.cache(lambda: delta_table(inputs))
     builders: list[tuple[str, str, Callable[[], Section]]] = [
         ("Verdict", "verdict", lambda: verdict_section(inputs, points())),
-        ("Per-language transfer and retention", "languages",
-         lambda: language_section(inputs, deltas())),
+        (
+            "Per-language transfer and retention",
+            "languages",
+            lambda: language_section(inputs, deltas()),
+        ),
         ("Trade-off", "tradeoff", lambda: tradeoff_section(inputs, points())),
         ("Ranking", "ranking", lambda: ranking_section(inputs)),
         ("Inside the model", "layers", lambda: layers_section(inputs, doc)),

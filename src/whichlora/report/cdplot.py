@@ -52,13 +52,23 @@ def _draw(ax: Any, ranks: dict[str, float], cd: float, palette: Palette, title: 
         color = palette.color(name)
         ax.plot([ranks[name], ranks[name], x_text], [0, y, y], color=color, lw=1.6)
         ax.text(
-            x_text - 0.05 if left else x_text + 0.05, y, f"{name} ({ranks[name]:.2f})",
-            ha="right" if left else "left", va="center", fontsize=9, color="black",
+            x_text - 0.05 if left else x_text + 0.05,
+            y,
+            f"{name} ({ranks[name]:.2f})",
+            ha="right" if left else "left",
+            va="center",
+            fontsize=9,
+            color="black",
         )
     for level, group in enumerate(cliques(ranks, cd)):
         y = -0.12 - 0.09 * level
-        ax.plot([ranks[group[0]] - 0.03, ranks[group[-1]] + 0.03], [y, y], color="black", lw=3.5,
-                solid_capstyle="round")
+        ax.plot(
+            [ranks[group[0]] - 0.03, ranks[group[-1]] + 0.03],
+            [y, y],
+            color="black",
+            lw=3.5,
+            solid_capstyle="round",
+        )
     ax.set_title(title, fontsize=10, loc="left")
 
 
@@ -66,8 +76,9 @@ def _draw(ax: Any, ranks: dict[str, float], cd: float, palette: Palette, title: 
 def cd_figure(rows: list[dict[str, Any]], palette: Palette) -> bytes:
     """One diagram per (family, metric) Friedman test, stacked."""
     heights = [1.4 + 0.3 * math.ceil(len(r["avg_ranks"]) / 2) for r in rows]
-    fig, axes = figure(7.0, sum(heights), nrows=len(rows), squeeze=False,
-                       gridspec_kw={"height_ratios": heights})
+    fig, axes = figure(
+        7.0, sum(heights), nrows=len(rows), squeeze=False, gridspec_kw={"height_ratios": heights}
+    )
     for ax, row in zip(axes[:, 0], rows, strict=True):
         p = row["p_value"]
         test = f"Friedman p={p:.2g}" if math.isfinite(p) else "Friedman not run"

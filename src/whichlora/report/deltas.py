@@ -47,33 +47,37 @@ def _interval(means: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _resampled_means(matrix: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Mean over all finite entries of each resample of rows; rows reduce to (sum, count) first
-    so a resample is a 1-D gather, not a copy of the whole matrix."""
+def _resampled_means(matrix: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean over all finite entries of each resample. Rows reduce to (sum, count) and a resample
+    is a vector of draw counts per row, so every resample costs one matrix-vector product."""
     ok = np.isfinite(matrix)
     sums = np.where(ok, matrix, 0.0).sum(axis=1)
-    counts = ok.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+        return (weights @ sums) / (weights @ ok.sum(axis=1))
 
 
-def resample_indices(n: int, resamples: int, seed: int) -> np.ndarray | None:
-    """Rows of `resamples` bootstrap draws of n examples; None when n < 2 (no interval)."""
+def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray | None:
+    """How often each of n examples is drawn in each bootstrap resample (resamples x n);
+    None when n < 2, where no interval can be given."""
     if n < 2:
         return None
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    flat = (idx + n * np.arange(resamples)[:, None]).ravel()
+    return np.bincount(flat, minlength=resamples * n).reshape(resamples, n).astype(np.float64)
 
 
-def bootstrap_cell(runs: np.ndarray, base: np.ndarray, idx: np.ndarray | None) -> dict[str, float]:
+def bootstrap_cell(
+    runs: np.ndarray, base: np.ndarray, weights: np.ndarray | None
+) -> dict[str, float]:
     """Mean of `runs` (examples x seeds) and of runs - base, each with a percentile interval."""
     diff = runs - base[:, None]
     out = {"value": float(_nanmean(runs)), "delta": float(_nanmean(diff)), "n_examples": len(runs)}
     nan = float("nan")
     out["value_ci_low"], out["value_ci_high"] = (
-        _interval(_resampled_means(runs, idx)) if idx is not None else (nan, nan)
+        _interval(_resampled_means(runs, weights)) if weights is not None else (nan, nan)
     )
     out["ci_low"], out["ci_high"] = (
-        _interval(_resampled_means(diff, idx)) if idx is not None else (nan, nan)
+        _interval(_resampled_means(diff, weights)) if weights is not None else (nan, nan)
     )
     return out
 
@@ -117,16 +121,16 @@ def delta_table(inputs: ReportInputs) -> pd.DataFrame:
         if not np.isfinite(row[BASE]):
             continue
         block = blocks.get((language, metric))
-        idx = None
+        weights = None
         if block is not None:
-            idx = resample_indices(len(block), inputs.resamples, _cell_seed(language, metric))
+            weights = resample_weights(len(block), inputs.resamples, _cell_seed(language, metric))
         for label, run_ids in by_label.items():
             run_ids = [r for r in run_ids if r in row.index and np.isfinite(row[r])]
             if not run_ids:
                 continue
             if block is not None and len(block) and set(run_ids) <= set(block.columns):
                 cell = bootstrap_cell(
-                    block[run_ids].to_numpy(dtype=float), block[BASE].to_numpy(dtype=float), idx
+                    block[run_ids].to_numpy(dtype=float), block[BASE].to_numpy(dtype=float), weights
                 )
             else:  # no per-example scores: the point estimate still stands, without interval
                 value = float(row[run_ids].mean())
@@ -151,8 +155,8 @@ def base_table(inputs: ReportInputs) -> pd.DataFrame:
     rows = []
     for (language, metric), frame in base.groupby(["language", "metric"]):
         values = frame["value"].to_numpy(dtype=float)
-        idx = resample_indices(len(values), inputs.resamples, _cell_seed(language, metric))
-        cell = bootstrap_cell(values[:, None], np.zeros(len(values)), idx)
+        weights = resample_weights(len(values), inputs.resamples, _cell_seed(language, metric))
+        cell = bootstrap_cell(values[:, None], np.zeros(len(values)), weights)
         rows.append(
             {
                 "group": _group(inputs, str(language)),

@@ -19,8 +19,10 @@ from whichlora.report.document import (
 from whichlora.report.figures import loss_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.layers import (
-    CKA_MEASURES,
-    LINE_MEASURES,
+    ALIGNMENT_TITLES,
+    ALIGNMENT_YLABELS,
+    CKA_TITLES,
+    CKA_YLABELS,
     choose_pooling,
     heatmap_figure,
     layer_lines,
@@ -48,46 +50,54 @@ def layers_section(inputs: ReportInputs, doc: Document) -> Section:
     if maps.empty:
         section.note("The analysis has no similarity-to-source measurements.")
     else:
-        doc.exports["layer_similarity"] = maps
         section.blocks.append(
-            Figure("similarity_heatmaps", heatmap_figure(maps, inputs, difference=False),
-                   "Cosine similarity to the source per layer (rows) and language (columns), "
-                   "mean over seeds; same colour scale in every panel.",
-                   "Heatmaps of similarity to the source language per layer and language")
+            Figure(
+                "similarity_heatmaps",
+                heatmap_figure(maps, inputs, difference=False),
+                "Cosine similarity to the source per layer (rows) and language (columns), "
+                "mean over seeds; same colour scale in every panel.",
+                "Heatmaps of similarity to the source language per layer and language",
+            )
         )
         if "base" in set(maps["technique"]) and set(maps["technique"]) - {"base"}:
             section.blocks.append(
-                Figure("similarity_change", heatmap_figure(maps, inputs, difference=True),
-                       "Change against the base model: orange = tuning pulled the language "
-                       "towards the source, purple = pushed it away.",
-                       "Heatmaps of the change in similarity to the source against the base")
+                Figure(
+                    "similarity_change",
+                    heatmap_figure(maps, inputs, difference=True),
+                    "Change against the base model: orange = tuning pulled the language "
+                    "towards the source, purple = pushed it away.",
+                    "Heatmaps of the change in similarity to the source against the base",
+                )
             )
+        doc.exports["layer_similarity"] = maps
     section.blocks.append(Heading("How far each layer moved from the base (CKA)"))
-    cka = layer_lines(inputs, pooling, CKA_MEASURES)
+    cka = layer_lines(inputs, pooling, CKA_TITLES)
     if cka.empty:
         section.note("The analysis has no CKA-to-base measurements.")
     else:
+        section.blocks.append(
+            Figure(
+                "cka_to_base",
+                lines_figure(cka, inputs, CKA_TITLES, CKA_YLABELS),
+                "Similarity of each layer's representations to the base model's (1 = the "
+                "same up to rotation and scale); band = range over seeds.",
+                "Line plot of CKA to the base model per layer and technique",
+            )
+        )
         doc.exports["layer_cka"] = cka
-        section.blocks.append(
-            Figure("cka_to_base", lines_figure(cka, inputs, CKA_MEASURES,
-                                               dict.fromkeys(CKA_MEASURES, "CKA with base "
-                                                             "(1 = unchanged)")),
-                   "Similarity of each layer's representations to the base model's (1 = the "
-                   "same up to rotation and scale); band = range over seeds.",
-                   "Line plot of CKA to the base model per layer and technique")
-        )
-    extra = {m: t for m, t in LINE_MEASURES.items() if m != "sim_to_source"}
-    lines = layer_lines(inputs, pooling, extra)
+    lines = layer_lines(inputs, pooling, ALIGNMENT_TITLES)
     if not lines.empty:
-        doc.exports["layer_alignment"] = lines
-        titles = {"retrieval_to_source": "translation retrieval", "probe": "language-ID probe"}
         section.blocks.append(
-            Figure("alignment", lines_figure(lines, inputs, titles, extra),
-                   "Retrieval: share of sentences whose nearest source sentence is their "
-                   "translation (higher = more language-neutral). Probe: accuracy of a linear "
-                   "classifier telling languages apart (lower = more language-neutral).",
-                   "Line plots of retrieval and probe accuracy per layer")
+            Figure(
+                "alignment",
+                lines_figure(lines, inputs, ALIGNMENT_TITLES, ALIGNMENT_YLABELS),
+                "Retrieval: share of sentences whose nearest source sentence is their "
+                "translation (higher = more language-neutral). Probe: accuracy of a linear "
+                "classifier telling languages apart (lower = more language-neutral).",
+                "Line plots of retrieval and probe accuracy per layer",
+            )
         )
+        doc.exports["layer_alignment"] = lines
     return section
 
 
@@ -111,14 +121,14 @@ def _runs_table(inputs: ReportInputs) -> Table:
             "learning rate": p["learning_rate"].map(lambda v: f"{v:.2g}"),
             "train": p["train"],
             "evaluate": p["evaluate"],
-            "in results": p["selected"].map({True: "yes", False: "no"}),
+            "in results": p["in_results"].map({True: "yes", False: "no"}),
         }
     )
     failed = {c: ["bad" if v == "failed" else "" for v in p[c]] for c in ("train", "evaluate")}
     return Table(
         "runs",
-        "Every planned run. 'in results': counted in this report (the chosen learning rate when "
-        "the study swept rates).",
+        "Every planned run. 'in results': selected (the chosen learning rate, when the study "
+        "swept rates) and scored, so counted in this report.",
         display,
         p,
         cell_classes(display, failed),
@@ -129,8 +139,12 @@ def _versions_table(inputs: ReportInputs) -> Table:
     import matplotlib
     import numpy
 
-    report = {"python": platform.python_version(), "numpy": numpy.__version__,
-              "pandas": pd.__version__, "matplotlib": matplotlib.__version__}
+    report = {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
     v = inputs.versions
     libraries = [c for c in v.columns if c != "run_id"]
     rows = []
@@ -156,10 +170,12 @@ def training_section(inputs: ReportInputs) -> Section:
         section.note("No training logs yet.")
     else:
         section.blocks.append(
-            Figure("training_loss",
-                   loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
-                   "Training loss per optimizer step for every run in the results.",
-                   "Line plot of training loss per step for each run")
+            Figure(
+                "training_loss",
+                loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
+                "Training loss per optimizer step for every run in the results.",
+                "Line plot of training loss per step for each run",
+            )
         )
     section.blocks.append(Heading("Runs and failures"))
     failed = inputs.planned[inputs.planned["failed_stage"].notna()]
@@ -173,8 +189,9 @@ def training_section(inputs: ReportInputs) -> Section:
             Table(
                 "failed_runs",
                 f"{len(failed)} failed run(s); they are left out of every result above.",
-                pd.DataFrame({"run": failed["run_id"], "stage": failed["failed_stage"],
-                              "error": errors}),
+                pd.DataFrame(
+                    {"run": failed["run_id"], "stage": failed["failed_stage"], "error": errors}
+                ),
                 failed[["run_id", "label", "seed", "failed_stage", "error"]],
             )
         )

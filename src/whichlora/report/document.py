@@ -106,7 +106,8 @@ def fmt_num(value: object, digits: int = 3, signed: bool = False) -> str:
     """A number for a table cell; missing values read as an en dash, not 'nan'."""
     if not finite(value):
         return "–"
-    text = f"{float(value):+.{digits}f}" if signed else f"{float(value):.{digits}f}"  # type: ignore[arg-type]
+    number = round(float(value), digits) + 0.0  # type: ignore[arg-type]  # + 0.0: no "-0.0"
+    text = f"{number:+.{digits}f}" if signed else f"{number:.{digits}f}"
     return text.replace("-", "−")
 
 

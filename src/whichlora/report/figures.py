@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from whichlora.report.style import LINESTYLES, Palette, figure, styled, to_png
 
@@ -15,7 +16,9 @@ TRADEOFF_AXES = {
 
 
 @styled
-def tradeoff_figure(points: pd.DataFrame, palette: Palette, labels: list[str], source: str) -> bytes:
+def tradeoff_figure(
+    points: pd.DataFrame, palette: Palette, labels: list[str], source: str
+) -> bytes:
     """Transfer gain (x) against retention loss (y): the best technique sits bottom right."""
     metrics = [m for m in TRADEOFF_AXES if m in set(points["metric"])]
     fig, axes = figure(5.0 * len(metrics), 4.4, ncols=len(metrics), squeeze=False)
@@ -33,12 +36,23 @@ def tradeoff_figure(points: pd.DataFrame, palette: Palette, labels: list[str], s
             color, marker = palette.color(label), palette.marker(label)
             ax.scatter(gain, loss, color=color, marker=marker, s=28, alpha=0.55, lw=0)
             ax.scatter(
-                gain.mean(), loss.mean(), color=color, marker=marker, s=130,
-                edgecolor="black", lw=1.0, zorder=3, label=f"{label} (mean of {len(runs)})",
+                gain.mean(),
+                loss.mean(),
+                color=color,
+                marker=marker,
+                s=130,
+                edgecolor="black",
+                lw=1.0,
+                zorder=3,
+                label=f"{label} (mean of {len(runs)})",
             )
             ax.annotate(
-                label, (gain.mean(), loss.mean()), xytext=(7, 6), textcoords="offset points",
-                fontsize=9, color="#222222",
+                label,
+                (gain.mean(), loss.mean()),
+                xytext=(7, 6),
+                textcoords="offset points",
+                fontsize=9,
+                color="#222222",
             )
         ax.set_xlabel(f"transfer gain, mean over target languages\n({unit}, → better)")
         ax.set_ylabel(f"retention loss on {source}\n({unit}, ↑ more forgetting)")
@@ -47,14 +61,14 @@ def tradeoff_figure(points: pd.DataFrame, palette: Palette, labels: list[str], s
     handles, names = axes[0][0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="", marker="o", color="#777777", alpha=0.55))
     names.append("one seed")
-    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)),
-               frameon=False)
+    fig.legend(handles, names, loc="outside lower center", ncol=min(4, len(names)), frameon=False)
     return to_png(fig)
 
 
 @styled
-def loss_figure(training: pd.DataFrame, runs: pd.DataFrame, palette: Palette,
-                labels: list[str]) -> bytes:
+def loss_figure(
+    training: pd.DataFrame, runs: pd.DataFrame, palette: Palette, labels: list[str]
+) -> bytes:
     """Loss per optimizer step for every run: colour = technique, line style = seed."""
     fig, ax = figure(8.5, 4.2)
     seeds = sorted(runs["seed"].unique())
@@ -63,14 +77,21 @@ def loss_figure(training: pd.DataFrame, runs: pd.DataFrame, palette: Palette,
         steps = training[training["run_id"] == run.run_id].sort_values("step")
         if steps.empty:
             continue
-        ax.plot(steps["step"], steps["loss"], color=palette.color(run.label),
-                ls=style[run.seed], lw=1.3, alpha=0.9)
+        ax.plot(
+            steps["step"],
+            steps["loss"],
+            color=palette.color(run.label),
+            ls=style[run.seed],
+            lw=1.3,
+            alpha=0.9,
+        )
     handles = [Line2D([], [], color=palette.color(lab), lw=2) for lab in labels]
     names = list(labels)
     if len(seeds) > 1:
         handles += [Line2D([], [], color="#444444", ls=style[s]) for s in seeds]
         names += [f"seed {s}" for s in seeds]
     ax.legend(handles, names, loc="upper right", ncol=2 if len(names) > 6 else 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (cross-entropy, nats/token)")
     ax.set_title("Training loss")

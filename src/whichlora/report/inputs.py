@@ -57,20 +57,22 @@ class ReportInputs:
         return self.runs[self.runs["label"] == label]
 
 
-def _planned(ctx: StudyContext, selected: set[str]) -> pd.DataFrame:
-    units = ctx.store.frame("units")
+def _planned(ctx: StudyContext, in_results: set[str]) -> pd.DataFrame:
+    """Every planned run with its train/evaluate status and, if one failed, the first error."""
+    units = {(u.run_id, u.stage): u for u in ctx.store.frame("units").itertuples()}
     rows = []
     for run in ctx.runs:
         row = {c: getattr(run, c) for c in RUN_COLUMNS}
         for stage in ("train", "evaluate"):
-            hit = units[(units["run_id"] == run.run_id) & (units["stage"] == stage)]
-            row[stage] = str(hit["status"].iloc[0]) if len(hit) else "not run"
-            if len(hit) and hit["status"].iloc[0] == "failed":
+            unit = units.get((run.run_id, stage))
+            row[stage] = str(unit.status) if unit else "not run"
+            if unit and unit.status == "failed":
                 row.setdefault("failed_stage", stage)
-                row.setdefault("error", str(hit["error"].iloc[0] or "(no message)"))
-        row["selected"] = run.run_id in selected
+                error = unit.error if isinstance(unit.error, str) and unit.error else None
+                row.setdefault("error", error or "(no message)")
+        row["in_results"] = run.run_id in in_results
         rows.append(row)
-    columns = [*RUN_COLUMNS, "train", "evaluate", "selected", "failed_stage", "error"]
+    columns = [*RUN_COLUMNS, "train", "evaluate", "in_results", "failed_stage", "error"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -87,9 +89,11 @@ def _versions(study_dir: Path, run_ids: list[str]) -> pd.DataFrame:
 
 
 def _languages(ctx: StudyContext, metrics: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+    """Source, seen and unseen languages: those evaluated, or planned while nothing is."""
     source = ctx.study.evaluation.source_language
     trained = set(ctx.study.data.languages)
-    evaluated = sorted(set(metrics["language"])) if len(metrics) else []
+    planned = set(ctx.study.evaluation.languages or ctx.study.data.languages)
+    evaluated = sorted(set(metrics["language"]) if len(metrics) else planned)
     seen = [lang for lang in evaluated if lang in trained and lang != source]
     unseen = [lang for lang in evaluated if lang not in trained and lang != source]
     return source, seen, unseen
@@ -121,7 +125,7 @@ def load_inputs(ctx: StudyContext) -> ReportInputs:
         study=ctx.study,
         study_dir=ctx.study_dir,
         runs=runs,
-        planned=_planned(ctx, {r.run_id for r in chosen}),
+        planned=_planned(ctx, set(runs["run_id"])),
         labels=[label for label in order if label in set(runs["label"])],
         baseline=ctx.study.analysis.baseline,
         source=source,

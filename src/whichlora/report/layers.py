@@ -12,9 +12,10 @@ import pandas as pd
 from whichlora.report.inputs import BASE, ReportInputs
 from whichlora.report.style import BASE_COLOR, figure, styled, to_png
 
-CKA_MEASURES = {"cka_base": "linear CKA", "cka_base_unbiased": "unbiased CKA"}
-LINE_MEASURES = {
-    "sim_to_source": "mean cosine similarity to {source}",
+CKA_TITLES = {"cka_base": "linear CKA", "cka_base_unbiased": "unbiased CKA"}
+CKA_YLABELS = dict.fromkeys(CKA_TITLES, "CKA with base (1 = unchanged)")
+ALIGNMENT_TITLES = {"retrieval_to_source": "translation retrieval", "probe": "language-ID probe"}
+ALIGNMENT_YLABELS = {
     "retrieval_to_source": "retrieval accuracy to {source} (share)",
     "probe": "language-ID probe accuracy (share)",
 }
@@ -59,13 +60,17 @@ def heatmap_figure(maps: pd.DataFrame, inputs: ReportInputs, difference: bool) -
     if not difference:
         names = [BASE, *names] if BASE in set(maps["technique"]) else names
     grids = {
-        name: maps[maps["technique"] == name].pivot(index="layer", columns="language",
-                                                    values="value").reindex(columns=languages)
+        name: maps[maps["technique"] == name]
+        .pivot(index="layer", columns="language", values="value")
+        .reindex(columns=languages)
         for name in names
     }
     if difference:
-        base = maps[maps["technique"] == BASE].pivot(index="layer", columns="language",
-                                                     values="value").reindex(columns=languages)
+        base = (
+            maps[maps["technique"] == BASE]
+            .pivot(index="layer", columns="language", values="value")
+            .reindex(columns=languages)
+        )
         grids = {n: g - base.reindex(g.index) for n, g in grids.items()}
     values = np.concatenate([g.to_numpy(dtype=float).ravel() for g in grids.values()])
     values = values[np.isfinite(values)]
@@ -77,12 +82,20 @@ def heatmap_figure(maps: pd.DataFrame, inputs: ReportInputs, difference: bool) -
         vmin, vmax, cmap = low, high if high > low else low + 1e-6, "cividis"
     ncols = min(len(grids), 4)
     nrows = math.ceil(len(grids) / ncols)
-    fig, axes = figure(2.6 * ncols + 1.0, 3.6 * nrows, nrows=nrows, ncols=ncols, squeeze=False,
-                       sharey=True)
+    fig, axes = figure(
+        2.6 * ncols + 1.0, 3.6 * nrows, nrows=nrows, ncols=ncols, squeeze=False, sharey=True
+    )
     image = None
     for ax, (name, grid) in zip(axes.ravel(), grids.items(), strict=False):
-        image = ax.imshow(grid.to_numpy(dtype=float), aspect="auto", origin="lower", cmap=cmap,
-                          vmin=vmin, vmax=vmax, interpolation="nearest")
+        image = ax.imshow(
+            grid.to_numpy(dtype=float),
+            aspect="auto",
+            origin="lower",
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            interpolation="nearest",
+        )
         ax.set_xticks(range(len(languages)), languages, rotation=90 if len(languages) > 8 else 0)
         ticks = list(range(0, len(grid.index), max(1, len(grid.index) // 8)))
         ax.set_yticks(ticks, [str(grid.index[i]) for i in ticks])
@@ -91,12 +104,12 @@ def heatmap_figure(maps: pd.DataFrame, inputs: ReportInputs, difference: bool) -
         ax.set_title(name if not difference else f"{name} − base")
         ax.set_xlabel("language (seen | unseen)" if 0 < n_seen < len(languages) else "language")
         ax.grid(False)
-    for ax in axes.ravel()[len(grids):]:
+    for ax in axes.ravel()[len(grids) :]:
         ax.set_visible(False)
     for ax in axes[:, 0]:
-        ax.set_ylabel("layer")
+        ax.set_ylabel("layer (0 = embeddings)")
     what = "change in cosine similarity" if difference else "cosine similarity"
-    fig.colorbar(image, ax=axes.ravel().tolist(), label=f"{what} to {inputs.source}", shrink=0.9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label=f"{what} to {inputs.source}", shrink=1.0)
     return to_png(fig)
 
 
@@ -117,8 +130,9 @@ def layer_lines(inputs: ReportInputs, pooling: str, measures: Iterable[str]) -> 
 
 
 @styled
-def lines_figure(lines: pd.DataFrame, inputs: ReportInputs, titles: dict[str, str],
-                 ylabel: dict[str, str]) -> bytes:
+def lines_figure(
+    lines: pd.DataFrame, inputs: ReportInputs, titles: dict[str, str], ylabel: dict[str, str]
+) -> bytes:
     """One panel per measure, one line per technique (seed range shaded), base dashed grey."""
     measures = [m for m in titles if m in set(lines["measure"])]
     fig, axes = figure(4.6 * len(measures), 3.8, ncols=len(measures), squeeze=False)
@@ -130,14 +144,22 @@ def lines_figure(lines: pd.DataFrame, inputs: ReportInputs, titles: dict[str, st
                 continue
             is_base = name == BASE
             color = BASE_COLOR if is_base else inputs.palette.color(name)
-            ax.plot(curve["layer"], curve["mean"], color=color, ls="--" if is_base else "-",
-                    marker=None if is_base else inputs.palette.marker(name), ms=3.5, lw=1.6,
-                    label=name)
+            ax.plot(
+                curve["layer"],
+                curve["mean"],
+                color=color,
+                ls="--" if is_base else "-",
+                marker=None if is_base else inputs.palette.marker(name),
+                ms=3.5,
+                lw=1.6,
+                label=name,
+            )
             if (curve["max"] > curve["min"]).any():
-                ax.fill_between(curve["layer"], curve["min"], curve["max"], color=color,
-                                alpha=0.15, lw=0)
+                ax.fill_between(
+                    curve["layer"], curve["min"], curve["max"], color=color, alpha=0.15, lw=0
+                )
         ax.set_title(titles[measure])
-        ax.set_xlabel("layer")
+        ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylabel(ylabel[measure].format(source=inputs.source))
         ax.legend(fontsize=8)
     return to_png(fig)

@@ -29,8 +29,7 @@ h3 { font-size:16px; margin:22px 0 8px; }
 .note { border-left:4px solid #E69F00; background:#fdf6e7; padding:8px 12px; color:#4a3a10; }
 .wrap { overflow-x:auto; margin:8px 0 4px; }
 table { border-collapse:collapse; font-size:13px; font-variant-numeric:tabular-nums; }
-caption { caption-side:top; text-align:left; color:var(--muted); padding:0 0 6px;
-  font-size:13px; }
+.caption { color:var(--muted); margin:10px 0 4px; font-size:13px; max-width:900px; }
 th, td { border-bottom:1px solid var(--line); padding:4px 10px; text-align:left;
   white-space:nowrap; vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
@@ -75,7 +74,7 @@ def _html_table(table: Table) -> str:
         f'<a href="tables/{table.name}.json">{table.name}.json</a></p>'
     )
     return (
-        f'<div class="wrap"><table><caption>{_inline(table.caption)}</caption>'
+        f'<p class="caption">{_inline(table.caption)}</p><div class="wrap"><table>'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{links}"
     )
 

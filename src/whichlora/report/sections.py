@@ -21,6 +21,7 @@ from whichlora.report.document import (
 from whichlora.report.figures import TRADEOFF_AXES, tradeoff_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.tables import (
+    SHOWN_METRICS,
     base_scores_table,
     delta_cell,
     delta_display,
@@ -107,7 +108,11 @@ def _descriptive(points: pd.DataFrame) -> str:
             f"({gain.max():+.3g} {unit}) and {loss.idxmin()} lost least on the source "
             f"({loss.min():+.3g} {unit})"
         )
-    return "Descriptively (means, not a significance claim): " + "; ".join(parts) + "." if parts else ""
+    return (
+        "Descriptively (means, not a significance claim): " + "; ".join(parts) + "."
+        if parts
+        else ""
+    )
 
 
 def language_section(inputs: ReportInputs, deltas: pd.DataFrame) -> Section:
@@ -120,13 +125,30 @@ def language_section(inputs: ReportInputs, deltas: pd.DataFrame) -> Section:
         section.note(f"No changes against the base can be computed: {missing} has no scores yet.")
     section.text(CI_NOTE)
     parts = [
-        ("seen", "Seen target languages (in the training data)", ["language", "technique"]),
-        ("unseen", "Unseen target languages (never trained on)", ["language", "technique"]),
-        ("source", f"Retention on the source language ({inputs.source})", ["technique"]),
+        (
+            "seen",
+            "Seen target languages (in the training data)",
+            ["language", "technique"],
+            "Transfer to languages the adapters were trained on.",
+        ),
+        (
+            "unseen",
+            "Unseen target languages (never trained on)",
+            ["language", "technique"],
+            "Zero-shot transfer to languages absent from the training data.",
+        ),
+        (
+            "source",
+            f"Retention on the source language ({inputs.source})",
+            ["technique"],
+            "What the model already knew: accuracy and NLL on the source language measure "
+            "retention (a drop in accuracy or a rise in NLL is forgetting).",
+        ),
     ]
-    for group, title, keys in parts:
+    for group, title, keys, caption in parts:
         section.blocks.append(Heading(title))
-        table = delta_display(deltas[deltas["group"] == group], keys, f"{group}_languages", title)
+        rows = deltas[deltas["group"] == group]
+        table = delta_display(rows, keys, f"{group}_languages", caption)
         if table is None:
             languages = {"seen": inputs.seen, "unseen": inputs.unseen}.get(group, [inputs.source])
             why = "none were evaluated" if not languages else "no run has scores there yet"
@@ -177,10 +199,12 @@ def tradeoff_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
             "metric": means["metric"].map(lambda m: METRIC_NAMES.get(m, m)),
             "seeds": means["seeds"].astype(str),
             "Δ on targets (mean)": [
-                delta_cell(m, t, math.nan, math.nan) for m, t in zip(means["metric"], means["transfer"], strict=True)
+                delta_cell(m, t, math.nan, math.nan)
+                for m, t in zip(means["metric"], means["transfer"], strict=True)
             ],
             f"Δ on {inputs.source}": [
-                delta_cell(m, r, math.nan, math.nan) for m, r in zip(means["metric"], means["retention"], strict=True)
+                delta_cell(m, r, math.nan, math.nan)
+                for m, r in zip(means["metric"], means["retention"], strict=True)
             ],
         }
     )
@@ -198,10 +222,14 @@ def tradeoff_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
 
 def ranking_section(inputs: ReportInputs) -> Section:
     section = Section("Ranking: critical-difference diagram", "ranking")
-    rows = [r for r in friedman_rows(inputs) if len(r["avg_ranks"]) >= 2]
+    order = {m: i for i, m in enumerate(SHOWN_METRICS)}
+    rows = sorted(
+        (r for r in friedman_rows(inputs) if len(r["avg_ranks"]) >= 2),
+        key=lambda r: (r["family"] != "transfer", order.get(r["metric"], len(order)), r["metric"]),
+    )
     if not rows:
         why = (
-            "needs at least two techniques"
+            f"needs at least two techniques with results ({len(inputs.labels)} so far)"
             if len(inputs.labels) < 2
             else "the analysis has not written Friedman/Nemenyi results yet"
         )
@@ -210,7 +238,7 @@ def ranking_section(inputs: ReportInputs) -> Section:
     section.blocks.append(
         Figure(
             "critical_difference",
-            cd_figure(rows, inputs.palette),
+            cd_figure([r for r in rows if r["metric"] in order] or rows, inputs.palette),
             "Average rank of each technique over (seed × language) blocks, 1 = best. Techniques "
             "joined by a black bar differ by less than the Nemenyi critical difference (CD) and "
             "cannot be told apart at this sample size.",
@@ -222,23 +250,35 @@ def ranking_section(inputs: ReportInputs) -> Section:
         section.note("Notes from the test: " + "; ".join(notes) + ".")
     data = pd.DataFrame(
         [
-            {"family": r["family"], "metric": r["metric"], "technique": t, "avg_rank": v,
-             "cd": r["cd"], "friedman_statistic": r["statistic"], "friedman_p": r["p_value"]}
+            {
+                "family": r["family"],
+                "metric": r["metric"],
+                "technique": t,
+                "avg_rank": v,
+                "cd": r["cd"],
+                "friedman_statistic": r["statistic"],
+                "friedman_p": r["p_value"],
+            }
             for r in rows
             for t, v in r["avg_ranks"].items()
         ]
     )
+    labels = [t for t in inputs.labels if t in set(data["technique"])]
+    labels += sorted(set(data["technique"]) - set(labels))
+    display = pd.DataFrame(
+        [
+            {
+                "family": r["family"],
+                "metric": METRIC_NAMES.get(r["metric"], r["metric"]),
+                **{t: fmt_num(r["avg_ranks"].get(t), 2) for t in labels},
+                "CD": fmt_num(r["cd"], 2),
+                "Friedman χ²": fmt_num(r["statistic"], 2),
+                "Friedman p": fmt_num(r["p_value"], 3),
+            }
+            for r in rows
+        ]
+    )
     section.blocks.append(
-        Table(
-            "ranks",
-            "Average ranks behind the diagram.",
-            data.assign(
-                avg_rank=data["avg_rank"].map(lambda v: fmt_num(v, 2)),
-                cd=data["cd"].map(lambda v: fmt_num(v, 2)),
-                friedman_statistic=data["friedman_statistic"].map(lambda v: fmt_num(v, 2)),
-                friedman_p=data["friedman_p"].map(lambda v: fmt_num(v, 3)),
-            ),
-            data,
-        )
+        Table("ranks", "Average rank per technique (1 = best) behind the diagrams.", display, data)
     )
     return section

@@ -9,10 +9,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless: the report runs on servers and in CI
-
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 # Okabe & Ito (2008), yellow last because it is faint on white.
 OKABE_ITO = [
@@ -75,21 +73,23 @@ def styled(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with plt.rc_context(RC):
+        with matplotlib.rc_context(RC):
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def figure(width: float, height: float, **kwargs: Any) -> tuple[Any, Any]:
-    """Constrained layout fits labels in one pass; `bbox_inches="tight"` would draw twice."""
-    kwargs.setdefault("layout", "constrained")
-    return plt.subplots(figsize=(width, height), **kwargs)
+def figure(width: float, height: float, **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure on the Agg canvas, outside pyplot: headless, and no global backend switch or
+    figure registry that a caller's notebook would notice. Constrained layout fits labels in one
+    pass (`bbox_inches="tight"` would draw twice)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(**kwargs)
 
 
-def to_png(fig: Any) -> bytes:
+def to_png(fig: Figure) -> bytes:
     """PNG bytes without a timestamp, so rebuilding a report gives identical files."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})
-    plt.close(fig)
     return buffer.getvalue()

@@ -66,14 +66,22 @@ def _fill(ctx: StudyContext, spec: SyntheticSpec, rng: np.random.Generator) -> N
     done = []
     for run in ctx.runs:
         if run.run_id in spec.failed:
-            store.finish_unit(run.run_id, "train", {}, status="failed",
-                              error="training diverged: loss became nan at step 7 (lr 2e-4)")
+            store.finish_unit(
+                run.run_id,
+                "train",
+                {},
+                status="failed",
+                error="training diverged: loss became nan at step 7 (lr 2e-4)",
+            )
             continue
         effect = EFFECTS.get(run.technique, (0.04, -0.02, -0.15, 0.04))
         jitter = rng.normal(0, 0.015, 4)
         store.finish_unit(run.run_id, "train", _training(run.run_id, run.technique, spec, rng))
-        store.finish_unit(run.run_id, "evaluate",
-                          _scores(run.run_id, spec, latent, source, np.add(effect, jitter), rng))
+        store.finish_unit(
+            run.run_id,
+            "evaluate",
+            _scores(run.run_id, spec, latent, source, np.add(effect, jitter), rng),
+        )
         log = ctx.run_dir(run.run_id) / "train_log.json"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(json.dumps({"versions": {**VERSIONS, "python": "3.11.7"}}))
@@ -85,19 +93,27 @@ def _fill(ctx: StudyContext, spec: SyntheticSpec, rng: np.random.Generator) -> N
         store.replace_table("significance", _significance(ctx, source), "significance")
 
 
-def _scores(run_id: str, spec: SyntheticSpec, latent: dict[str, np.ndarray], source: str,
-            effect: Any, rng: np.random.Generator) -> dict[str, list[dict[str, Any]]]:
+def _scores(
+    run_id: str,
+    spec: SyntheticSpec,
+    latent: dict[str, np.ndarray],
+    source: str,
+    effect: Any,
+    rng: np.random.Generator,
+) -> dict[str, list[dict[str, Any]]]:
     metrics, examples = [], []
     for lang in spec.evaluated:
         acc_shift = nll_shift = 0.0
         if effect is not None:
-            acc_shift, nll_shift = (effect[1], effect[3]) if lang == source else (effect[0], effect[2])
+            acc_shift, nll_shift = (
+                (effect[1], effect[3]) if lang == source else (effect[0], effect[2])
+            )
             if lang not in spec.trained:
                 acc_shift, nll_shift = acc_shift / 2, nll_shift / 2
         p = BASE_ACC.get(lang, 0.4) + acc_shift
         u = latent[lang]
         fid_base = 0.95 if lang == source else (0.5 if lang in spec.trained else 0.2)
-        fid = fid_base + (0 if effect is None else (0.3 if lang != source else -0.02))
+        fid = fid_base + (0 if effect is None else (0.3 + effect[0] if lang != source else -0.02))
         values = {
             "mc_acc": (u[:, 0] < p).astype(float),
             "mc_acc_norm": (u[:, 0] < p + 0.02).astype(float),
@@ -107,34 +123,69 @@ def _scores(run_id: str, spec: SyntheticSpec, latent: dict[str, np.ndarray], sou
         }
         for metric, vals in values.items():
             ids = [f"{lang}-{i:03d}" for i in range(len(vals))]
-            examples += [{"run_id": run_id, "split": "test", "language": lang, "metric": metric,
-                          "example_id": i, "value": float(v)} for i, v in zip(ids, vals, strict=True)]
-            metrics.append({"run_id": run_id, "split": "test", "language": lang, "metric": metric,
-                            "value": float(vals.mean()), "n": len(vals)})
+            examples += [
+                {
+                    "run_id": run_id,
+                    "split": "test",
+                    "language": lang,
+                    "metric": metric,
+                    "example_id": i,
+                    "value": float(v),
+                }
+                for i, v in zip(ids, vals, strict=True)
+            ]
+            metrics.append(
+                {
+                    "run_id": run_id,
+                    "split": "test",
+                    "language": lang,
+                    "metric": metric,
+                    "value": float(vals.mean()),
+                    "n": len(vals),
+                }
+            )
     return {"metrics": metrics, "examples": examples}
 
 
-def _training(run_id: str, technique: str, spec: SyntheticSpec,
-              rng: np.random.Generator) -> dict[str, list[dict[str, Any]]]:
+def _training(
+    run_id: str, technique: str, spec: SyntheticSpec, rng: np.random.Generator
+) -> dict[str, list[dict[str, Any]]]:
     speed = {"dora": 1.4, "vera": 0.9}.get(technique, 1.0)
     params = {"vera": 40_000, "dora": 1_800_000}.get(technique, 1_700_000)
-    steps = [{"run_id": run_id, "step": s, "loss": float(3.2 * np.exp(-s / 8) + 1.1
-                                                       + rng.normal(0, 0.05)),
-              "lr": 2e-4, "grad_norm": 1.0, "tokens": 2048, "seconds": 0.2 * speed}
-             for s in range(1, spec.steps + 1)]
-    cost = {"run_id": run_id, "rank": 8, "trainable_params": params,
-            "trainable_fraction": params / 134_515_008, "seconds_per_step": 0.2 * speed,
-            "tokens_per_second": 2048 / (0.2 * speed), "peak_rss_mb": 1900 + 100 * speed,
-            "adapter_bytes": params * 4 + 4096, "wall_seconds": 0.2 * speed * spec.steps}
+    steps = [
+        {
+            "run_id": run_id,
+            "step": s,
+            "loss": float(3.2 * np.exp(-s / 8) + 1.1 + rng.normal(0, 0.05)),
+            "lr": 2e-4,
+            "grad_norm": 1.0,
+            "tokens": 2048,
+            "seconds": 0.2 * speed,
+        }
+        for s in range(1, spec.steps + 1)
+    ]
+    cost = {
+        "run_id": run_id,
+        "rank": 8,
+        "trainable_params": params,
+        "trainable_fraction": params / 134_515_008,
+        "seconds_per_step": 0.2 * speed,
+        "tokens_per_second": 2048 / (0.2 * speed),
+        "peak_rss_mb": 1900 + 100 * speed,
+        "adapter_bytes": params * 4 + 4096,
+        "wall_seconds": 0.2 * speed * spec.steps,
+    }
     return {"training": steps, "costs": [cost]}
 
 
-def _analysis(ctx: StudyContext, spec: SyntheticSpec, runs: list[Any],
-              rng: np.random.Generator) -> list[dict[str, Any]]:
+def _analysis(
+    ctx: StudyContext, spec: SyntheticSpec, runs: list[Any], rng: np.random.Generator
+) -> list[dict[str, Any]]:
     source = ctx.study.evaluation.source_language
     rows = []
-    for run_id, pull in [("base", 0.0)] + [(r.run_id, 0.05 + 0.05 * (i % 3))
-                                           for i, r in enumerate(runs)]:
+    for run_id, pull in [("base", 0.0)] + [
+        (r.run_id, 0.05 + 0.05 * (i % 3)) for i, r in enumerate(runs)
+    ]:
         for pooling in ("mean", "last"):
             for layer in range(spec.layers + 1):
                 depth = layer / spec.layers
@@ -145,61 +196,55 @@ def _analysis(ctx: StudyContext, spec: SyntheticSpec, runs: list[Any],
                         continue
                     far = 0.15 if lang in spec.trained else 0.3
                     sim = 0.4 + 0.4 * mid - far + pull * mid + rng.normal(0, 0.01)
-                    rows.append({**key, "measure": "sim_to_source", "language": lang,
-                                 "other": source, "value": sim})
-                    rows.append({**key, "measure": "retrieval_to_source", "language": lang,
-                                 "other": source, "value": min(1.0, sim + 0.2)})
-                rows.append({**key, "measure": "probe", "language": "", "other": "",
-                             "value": 1 - 0.3 * mid - pull})
+                    rows.append(
+                        {
+                            **key,
+                            "measure": "sim_to_source",
+                            "language": lang,
+                            "other": source,
+                            "value": sim,
+                        }
+                    )
+                    rows.append(
+                        {
+                            **key,
+                            "measure": "retrieval_to_source",
+                            "language": lang,
+                            "other": source,
+                            "value": min(1.0, sim + 0.2),
+                        }
+                    )
+                rows.append(
+                    {
+                        **key,
+                        "measure": "probe",
+                        "language": "",
+                        "other": "",
+                        "value": 1 - 0.3 * mid - pull,
+                    }
+                )
                 if run_id != "base":
                     cka = 1 - pull * depth * 1.5 + rng.normal(0, 0.005)
-                    rows.append({**key, "measure": "cka_base", "language": "", "other": "",
-                                 "value": cka})
-                    rows.append({**key, "measure": "cka_base_unbiased", "language": "",
-                                 "other": "", "value": cka - 0.05 * depth})
+                    rows.append(
+                        {**key, "measure": "cka_base", "language": "", "other": "", "value": cka}
+                    )
+                    rows.append(
+                        {
+                            **key,
+                            "measure": "cka_base_unbiased",
+                            "language": "",
+                            "other": "",
+                            "value": cka - 0.05 * depth,
+                        }
+                    )
     return rows
 
 
 def _significance(ctx: StudyContext, source: str) -> list[dict[str, Any]]:
-    """Rows exactly as the analysis writes them, computed with its own functions."""
-    from whichlora.analyze.significance import (
-        compare_to_baseline,
-        friedman_nemenyi,
-        summary_sentence,
-    )
-    from whichlora.errors import WhichloraError
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
+    """Rows exactly as the analyze stage writes them, by its own functions."""
+    from whichlora.analyze.stage import scores_frame, significance_rows
 
-    ex = ctx.store.frame("examples")
-    runs = {r.run_id: r for r in ctx.selected_runs()}
-    ex = ex[ex["run_id"].isin(runs)]
-    ex = ex.assign(technique=ex["run_id"].map(lambda r: runs[r].label),
-                   seed=ex["run_id"].map(lambda r: runs[r].seed))
-    families = {
-        "transfer": ex[(ex["language"] != source) & ex["metric"].isin(["mc_acc", "nll", "chrf"])],
-        "retention": ex[(ex["language"] == source) & ex["metric"].isin(["mc_acc", "nll"])],
-    }
-    rows = []
-    for family, scores in families.items():
-        if scores["technique"].nunique() < 2:
-            continue
-        result = compare_to_baseline(scores, baseline="lora", higher_is_better=HIGHER_IS_BETTER)
-        for rec in result.to_dict("records"):
-            rows.append({"family": family, "metric": rec["metric"], "technique": rec["technique"],
-                         "payload": json.dumps(rec)})
-        rows.append({"family": family, "metric": "*", "technique": "__summary__",
-                     "payload": json.dumps({"sentence": summary_sentence(result)})})
-        for metric, group in scores.groupby("metric"):
-            cells = group.groupby(["seed", "language", "technique"])["value"].mean()
-            try:
-                fr = friedman_nemenyi(cells.unstack("technique"), HIGHER_IS_BETTER[str(metric)])
-            except WhichloraError:  # too few complete blocks, e.g. after a failed run
-                continue
-            payload = {"statistic": fr.statistic, "p_value": fr.p_value,
-                       "avg_ranks": fr.avg_ranks.to_dict(), "cd": fr.cd,
-                       "nemenyi": None if fr.nemenyi is None else fr.nemenyi.to_dict(),
-                       "note": fr.note}
-            rows.append({"family": family, "metric": str(metric), "technique": "__friedman__",
-                         "payload": json.dumps(payload)})
-    return rows
-
+    spec = ctx.study.analysis
+    run_ids = [r.run_id for r in ctx.selected_runs()]
+    scores = scores_frame(ctx, run_ids)
+    return significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)

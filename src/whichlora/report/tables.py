@@ -58,9 +58,7 @@ def shown(metrics: set[str]) -> list[str]:
     return [m for m in SHOWN_METRICS if m in metrics]
 
 
-def delta_display(
-    rows: pd.DataFrame, keys: list[str], name: str, caption: str
-) -> Table | None:
+def delta_display(rows: pd.DataFrame, keys: list[str], name: str, caption: str) -> Table | None:
     """Pivot tidy delta rows to one row per `keys` and a 'Δ metric [CI]' column per metric.
 
     Rows keep the order they arrive in (languages sorted, techniques in study order)."""
@@ -83,38 +81,47 @@ def delta_display(
             tones[head] = tone(metric, r["ci_low"], r["ci_high"])
         display.append(cells)
         classes.append(tones)
-    return Table(name, caption, pd.DataFrame(display), rows.reset_index(drop=True),
-                 pd.DataFrame(classes))
+    return Table(
+        name, caption, pd.DataFrame(display), rows.reset_index(drop=True), pd.DataFrame(classes)
+    )
 
 
 def fidelity_table(deltas: pd.DataFrame, base: pd.DataFrame, inputs: ReportInputs) -> Table | None:
     """Share of answers in the asked language: base and every technique, per language."""
-    fid = deltas[deltas["metric"] == "fidelity"]
-    base_fid = base[base["metric"] == "fidelity"].set_index("language")
+    fid = deltas[deltas["metric"] == "fidelity"].reset_index(drop=True)
     if fid.empty:
         return None
+    cells = {(r.language, r.technique): r for r in fid.itertuples()}
+    bases = {r.language: r for r in base[base["metric"] == "fidelity"].itertuples()}
+    group = dict(zip(fid["language"], fid["group"], strict=True))
     display = []
-    languages = [lang for lang in [*inputs.targets, inputs.source] if lang in set(fid["language"])]
-    for language in languages:
-        cells = {"language": language, "group": fid[fid["language"] == language]["group"].iloc[0]}
-        if language in base_fid.index:
-            b = base_fid.loc[language]
-            cells["base"] = abs_cell("fidelity", b["value"], b["ci_low"], b["ci_high"])
+    for language in [lang for lang in [*inputs.targets, inputs.source] if lang in group]:
+        row = {"language": language, "group": group[language], "base": "–"}
+        if language in bases:
+            b = bases[language]
+            row["base"] = abs_cell("fidelity", b.value, b.ci_low, b.ci_high)
         for label in inputs.labels:
-            hit = fid[(fid["language"] == language) & (fid["technique"] == label)]
-            cells[label] = (
-                abs_cell("fidelity", *hit.iloc[0][["value", "value_ci_low", "value_ci_high"]])
-                if len(hit)
-                else "–"
+            r = cells.get((language, label))
+            row[label] = (
+                abs_cell("fidelity", r.value, r.value_ci_low, r.value_ci_high) if r else "–"
             )
-        display.append(cells)
-    data = fid[["group", "language", "technique", "n_seeds", "n_examples", "base", "value",
-                "value_ci_low", "value_ci_high"]]
+        display.append(row)
+    columns = [
+        "group",
+        "language",
+        "technique",
+        "n_seeds",
+        "n_examples",
+        "base",
+        "value",
+        "value_ci_low",
+        "value_ci_high",
+    ]
     return Table(
         "fidelity",
         "Language fidelity: % of generated answers in the language asked (95% CI over examples).",
-        pd.DataFrame(display).fillna("–"),
-        data.reset_index(drop=True),
+        pd.DataFrame(display),
+        fid[columns],
     )
 
 

@@ -83,6 +83,17 @@ def comparisons(inputs: ReportInputs) -> pd.DataFrame:
         row["significant"] = bool(p.get("significant", False))
         row["direction"] = _direction(str(rec.metric), row["rank_biserial"], row["mean_diff"])
         rows.append(row)
+    family_rank = {f: i for i, f in enumerate(FAMILIES)}
+    label_rank = {t: i for i, t in enumerate(inputs.labels)}
+    rows.sort(  # families in reading order, techniques in study order
+        key=lambda r: (
+            family_rank.get(r["family"], len(family_rank)),
+            str(r["family"]),
+            str(r["metric"]),
+            label_rank.get(r["technique"], len(label_rank)),
+            r["technique"],
+        )
+    )
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 
@@ -104,7 +115,7 @@ def friedman_rows(inputs: ReportInputs) -> list[dict[str, Any]]:
                 "avg_ranks": {k: v for k, v in ranks.items() if math.isfinite(v)},
                 "cd": _number(p.get("cd")),
                 "statistic": _number(p.get("statistic")),
-                "p_value": _number(p.get("p_value")),
+                "p_value": _number(p.get("p_value", p.get("p"))),
                 "note": str(p.get("note") or ""),
             }
         )
@@ -145,44 +156,98 @@ def _family_sentence(family: str, rows: pd.DataFrame, labels: list[str]) -> str:
     return text + "."
 
 
+def summary_notes(inputs: ReportInputs) -> dict[str, str]:
+    """Per family, why the analysis made no comparisons (e.g. the baseline was not evaluated)."""
+    notes = {}
+    for rec in inputs.significance.itertuples():
+        if rec.technique == SUMMARY:
+            note = str(_payload(rec.payload).get("note") or "")
+            if note:
+                notes[str(rec.family)] = note
+    return notes
+
+
 def verdict_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
     """One paragraph: per family who differs from the baseline, and how big the test was."""
+    notes = summary_notes(inputs)
     if table.empty:
+        if notes:
+            reasons = "; ".join(f"{family}: {note}" for family, note in notes.items())
+            return f"No technique could be compared with the baseline ({reasons})."
         if len(inputs.labels) < 2:
             return (
                 "Nothing to compare yet: significance needs at least two techniques with "
-                f"evaluated runs (this study has {len(inputs.labels)})."
+                f"evaluated runs ({len(inputs.labels)} so far)."
             )
         return (
             "Significance tests have not been run yet, so no technique can be called better or "
             "worse than the baseline. Run `whichlora analyze` (or `whichlora run`) to add them."
         )
     baseline = ", ".join(sorted(set(table["baseline"])))
-    n_pairs = table["n_pairs"].max()
+    families = [*FAMILIES, *sorted(set(table["family"]) - set(FAMILIES))]
+    present = [f for f in families if f in set(table["family"])]
+    counts = ", ".join(f"{f}: {int((table['family'] == f).sum())}" for f in present)
     langs = len(inputs.targets)
     head = (
         f"Each technique was compared with {baseline} by a Wilcoxon signed-rank test over paired "
         f"(seed × language) cells — {seeds} seed{'s' if seeds != 1 else ''} × {langs} target "
         f"language{'s' if langs != 1 else ''} for transfer, {seeds} × 1 source language "
-        f"({inputs.source}) for retention — Holm-corrected over all "
-        f"{len(table)} comparisons at α={inputs.alpha:g}. "
+        f"({inputs.source}) for retention — Holm-corrected within each family of comparisons "
+        f"({counts}) at α={inputs.alpha:g}. "
     )
-    sentences = []
-    for family in [*FAMILIES, *sorted(set(table["family"]) - set(FAMILIES))]:
-        rows = table[table["family"] == family]
-        if rows.empty:
-            sentences.append(f"No {family} tests were recorded.")
-        else:
-            sentences.append(_family_sentence(family, rows, inputs.labels))
-    if not table["significant"].any():
-        sentences.append(
-            "Nothing is significant: the observed differences are within what seeds and "
-            "example sampling produce"
-        )
-        if math.isfinite(n_pairs) and _min_p(n_pairs) > inputs.alpha:
-            sentences[-1] += (
-                f", and with at most {int(n_pairs)} paired cells per test the signed-rank test "
-                f"cannot reach p<{inputs.alpha:g} at all — add seeds or languages to decide"
+    sentences = [
+        f"No {f} comparisons were made ({notes[f]})."
+        if f in notes
+        else f"No {f} tests were recorded."
+        for f in families
+        if f not in present
+    ]
+    if table["significant"].any():
+        for family in present:
+            sentences.append(
+                _family_sentence(family, table[table["family"] == family], inputs.labels)
             )
-        sentences[-1] += "."
+        return head + " ".join(sentences)
+    tested = [t for t in inputs.labels if t in set(table["technique"])] or sorted(
+        set(table["technique"])
+    )
+    sentences.insert(
+        0,
+        f"No technique ({', '.join(tested)}) differs significantly from {baseline} on "
+        f"{' or '.join(present)}, on any metric.",
+    )
+    sentences.append(_power_note(table, present, inputs.alpha))
     return head + " ".join(sentences)
+
+
+def _power_note(table: pd.DataFrame, families: list[str], alpha: float) -> str:
+    """Whether the design could have found a difference at all: with n cells the signed-rank
+    test's smallest p is 2/2^n, and Holm multiplies the smallest p by the family's test count."""
+    blind = []
+    for family in families:
+        rows = table[table["family"] == family]
+        n_pairs, tests = rows["n_pairs"].max(), int(rows["p_holm"].notna().sum())
+        if not math.isfinite(n_pairs) or tests == 0:
+            return f"No {family} test had paired data to compare."
+        best = min(1.0, _min_p(n_pairs) * tests)
+        if best > alpha:
+            blind.append(
+                f"{family}: at most {int(n_pairs)} cells per test and {tests} tests, "
+                f"best possible Holm p={best:.2g}"
+            )
+    if len(blind) == len(families):
+        return (
+            f"This design cannot detect a difference at α={alpha:g} ({'; '.join(blind)}). Add "
+            "seeds or languages before reading the null result as 'no difference'."
+        )
+    if blind:
+        return (
+            "Part of this design cannot detect a difference at all ("
+            + "; ".join(blind)
+            + "); elsewhere the observed differences are within what seeds and example "
+            "sampling produce."
+        )
+    return (
+        "The observed differences are within what seeds and example sampling produce; see the "
+        "intervals below for how large a difference the data still allow."
+    )

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from filelock import FileLock, Timeout
 
-from whichlora.config.study import Study, dump_study, load_study, parse_study
+from whichlora.config.study import Study, dump_study, load_study
 from whichlora.errors import WhichloraError
-from whichlora.paths import write_text_atomic
+from whichlora.paths import remove_stale_temp, write_text_atomic
 from whichlora.store import Store
 from whichlora.study.plan import RunSpec, plan_study
 
 RESOLVED = "resolved.yaml"
 DATABASE = "results.sqlite"
 LOCK = ".whichlora.lock"
+LENGTH_SAMPLE = 256  # training examples encoded up front to check that responses survive
 
 
 @dataclass
@@ -49,7 +50,8 @@ def default_study_dir(study: Study, study_file: Path) -> Path:
     return Path.cwd() / "studies" / study.name
 
 
-def _read_target(target: Path, out: Path | None) -> tuple[Study, Path]:
+def _read_target(target: Path, out: Path | None) -> tuple[Study, Path, Path]:
+    """(study, study folder, the file it was read from)."""
     if target.is_dir():
         resolved = target / RESOLVED
         if not resolved.is_file():
@@ -57,10 +59,219 @@ def _read_target(target: Path, out: Path | None) -> tuple[Study, Path]:
                 f"Folder {target} is not a study folder (no {RESOLVED}). Fix: pass the study YAML "
                 "file, or a folder made by `whichlora run`."
             )
-        data = yaml.safe_load(resolved.read_text(encoding="utf-8"))
-        return parse_study(data, resolved), target
+        return load_study(resolved), target, resolved
     study = load_study(target)
-    return study, (out or default_study_dir(study, target))
+    return study, (out or default_study_dir(study, target)), target
+
+
+# ------------------------------------------------------------------------------ preflight
+def _with_fix(message: str, fix: str) -> str:
+    message = message.rstrip().rstrip(".")
+    return f"{message}." if "fix" in message.lower() else f"{message}. Fix: {fix}"
+
+
+def _check_model(study: Study, where: Path) -> Any:
+    from whichlora.models.loading import (
+        check_weights,
+        load_config,
+        resolve_device,
+        resolve_model_path,
+    )
+
+    spec = study.model
+    try:
+        config = load_config(spec.id, spec.trust_remote_code)
+        check_weights(resolve_model_path(spec.id), spec.allow_pickle)
+        if spec.device_map is None:
+            resolve_device(spec.device)
+    except WhichloraError as exc:
+        raise WhichloraError(f"Study file {where}, key 'model': {exc}") from None
+    return config
+
+
+def _check_executor(study: Study, where: Path) -> None:
+    if study.executor.kind == "ray" and importlib.util.find_spec("ray") is None:
+        raise WhichloraError(
+            f"Study file {where}, key 'executor.kind': 'ray' needs Ray, which is not installed. "
+            "Fix: pip install 'whichlora[ray]' (or `pip install ray`), or use executor: "
+            "{kind: local}."
+        )
+
+
+def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) -> None:
+    """Resolve every run's adapter settings on the model's config (meta device: no weights), so
+    an impossible rank or a bad technique option fails now, not hours into the study."""
+    from whichlora.techniques.budget import resolve_settings
+    from whichlora.techniques.registry import get_technique
+
+    checked: set[str] = set()
+    for run in runs:
+        request = run.request
+        fields = (
+            request.technique,
+            request.rank,
+            request.trainable_params,
+            request.fraction,
+            request.alpha,
+            request.dropout,
+            request.target_modules,
+            request.options,
+            request.steps,
+        )
+        key = repr(fields)
+        if key in checked:
+            continue
+        checked.add(key)
+        technique = get_technique(request.technique)
+        try:
+            settings, _ = resolve_settings(
+                config,
+                technique,
+                rank=request.rank,
+                trainable_params=request.trainable_params,
+                fraction=request.fraction,
+                alpha=request.alpha,
+                dropout=request.dropout,
+                target_modules=request.target_modules,
+                total_steps=request.steps,
+                options=request.options,
+            )
+            _check_optimizer(config, technique, settings, request)
+        except WhichloraError as exc:
+            raise WhichloraError(f"Study file {where}, technique '{run.label}': {exc}") from None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise WhichloraError(
+                f"Study file {where}, technique '{run.label}': its adapter cannot be built with "
+                f"options {request.options} and {request.steps} training steps ({exc}). Fix: "
+                "correct the technique's options (see `whichlora techniques`) or training.steps."
+            ) from None
+
+
+def _check_optimizer(config: Any, technique: Any, settings: Any, request: Any) -> None:
+    """A technique with its own optimizer (LoRA+) reads its options only there: build it on the
+    meta-device model so a bad option value fails now (no weights, no memory)."""
+    if technique.make_optimizer is None:
+        return
+    import warnings
+
+    import torch
+    from peft import get_peft_model
+
+    from whichlora.techniques.budget import _count_config, _meta_model
+
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = get_peft_model(_meta_model(config), _count_config(technique, settings))
+    technique.make_optimizer(model, request.learning_rate, request.weight_decay, settings.options)
+
+
+def _check_data(study: Study, where: Path) -> dict[str, Any]:
+    """Load every data source the study names (cheap next to training), checking each row."""
+    from whichlora.data.parallel import load_parallel
+    from whichlora.study.datasets import evaluation_languages, evaluation_set, training_data
+
+    try:
+        train, validation = training_data(study)
+    except WhichloraError as exc:
+        raise WhichloraError(
+            _with_fix(
+                f"Study file {where}, key 'data' (source {study.data.source}): {exc}",
+                "correct the data it names, or the study's data settings.",
+            )
+        ) from None
+    try:
+        evalset = evaluation_set(study, validation)
+    except WhichloraError as exc:
+        raise WhichloraError(
+            _with_fix(
+                f"Study file {where}, key 'evaluation': {exc}",
+                "correct the evaluation settings or the files they name.",
+            )
+        ) from None
+    spec = study.analysis
+    try:
+        load_parallel(spec.parallel, evaluation_languages(study), spec.sentences_per_language)
+    except WhichloraError as exc:
+        raise WhichloraError(
+            _with_fix(
+                f"Study file {where}, key 'analysis.parallel' ({spec.parallel}): {exc}",
+                "set analysis.parallel to builtin:sentences or list other evaluation languages.",
+            )
+        ) from None
+    return {"train": train, "evalset": evalset}
+
+
+def _check_lengths(study: Study, train: list[Any], where: Path) -> None:
+    """Training needs examples whose response survives truncation to training.max_length."""
+    from whichlora.models.loading import load_tokenizer
+    from whichlora.train.prompting import encode_records
+
+    try:
+        tokenizer = load_tokenizer(study.model.id, study.model.trust_remote_code)
+    except WhichloraError as exc:
+        raise WhichloraError(f"Study file {where}, key 'model': {exc}") from None
+    spec = study.training
+    for sample in (train[:LENGTH_SAMPLE], train):  # the whole set only when the sample is empty
+        if encode_records(tokenizer, sample, spec.max_length, spec.response_only_loss):
+            return
+    raise WhichloraError(
+        f"Study file {where}, key 'training.max_length': no training example has a response left "
+        f"after truncation to {spec.max_length} tokens. Fix: raise training.max_length or use "
+        "shorter examples."
+    )
+
+
+def _check_run_ids(runs: list[RunSpec], where: Path) -> None:
+    ids = [run.run_id for run in runs]
+    dupes = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
+    if dupes:
+        raise WhichloraError(
+            f"Study file {where}: several runs would be named {', '.join(dupes)} and share one "
+            "folder (learning rates that round to the same tag, or labels that clash). Fix: use "
+            "learning rates that differ in their first digit, or distinct technique labels."
+        )
+
+
+def preflight(study: Study, runs: list[RunSpec], where: Path) -> dict[str, Any]:
+    """Check everything that can be checked without training, before anything is written.
+
+    Returns the loaded data so the runner does not read it twice.
+    """
+    _check_run_ids(runs, where)
+    _check_executor(study, where)
+    config = _check_model(study, where)
+    _check_budgets(study, runs, config, where)
+    cache = _check_data(study, where)
+    _check_lengths(study, cache["train"], where)
+    return cache
+
+
+# ------------------------------------------------------------------------------ open
+def _prepare_dir(study_dir: Path) -> None:
+    if study_dir.exists() and not study_dir.is_dir():
+        raise WhichloraError(
+            f"Study folder {study_dir} is a file, not a folder. Fix: give --out a folder path "
+            "(new or made by `whichlora run`)."
+        )
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WhichloraError(
+            f"Study folder {study_dir} cannot be created ({exc.strerror}). Fix: give --out a "
+            "folder you may write to, whose parents are folders."
+        ) from None
+
+
+def _acquire(study_dir: Path) -> FileLock:
+    lock = FileLock(str(study_dir / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise WhichloraError(
+            f"Study folder {study_dir} is in use by another whichlora process. Fix: wait for "
+            "it to finish (or stop it), then run again; a killed run releases the lock."
+        ) from None
+    return lock
 
 
 def open_study(
@@ -68,42 +279,43 @@ def open_study(
 ) -> StudyContext:
     """Open (and with `create`, initialise) the study folder for a study file or folder.
 
-    With `locked`, a second process on the same folder is refused instead of racing this one.
+    With `create`, the whole study is checked first (model, budgets, data): invalid input fails
+    with one message and leaves nothing behind. With `locked`, a second process on the same folder
+    is refused instead of racing this one, and debris of a killed process is swept away.
     """
-    study, study_dir = _read_target(Path(target), Path(out) if out else None)
+    study, study_dir, where = _read_target(Path(target), Path(out) if out else None)
     study_dir = study_dir.resolve()
     if not create and not (study_dir / DATABASE).is_file():
         raise WhichloraError(
             f"Study folder {study_dir} has no results yet. Fix: run `whichlora run` (or `whichlora "
             "train`) on the study first."
         )
-    study_dir.mkdir(parents=True, exist_ok=True)
-    lock = None
-    if locked:
-        lock = FileLock(str(study_dir / LOCK))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise WhichloraError(
-                f"Study folder {study_dir} is in use by another whichlora process. Fix: wait for "
-                "it to finish (or stop it), then run again; a killed run releases the lock."
-            ) from None
-    resolved_text = dump_study(study)
-    resolved_path = study_dir / RESOLVED
-    if resolved_path.is_file():
-        previous = resolved_path.read_text(encoding="utf-8")
-        if previous != resolved_text:
-            if lock is not None:
-                lock.release()
-            raise WhichloraError(
-                f"Study folder {study_dir} holds results of a different configuration (its "
-                f"{RESOLVED} differs from this study file). Fix: give a new `name` or `--out` "
-                "folder, or delete the old folder to start over."
-            )
-    else:
-        write_text_atomic(resolved_path, resolved_text)
-    store = Store(study_dir / DATABASE)
     runs = plan_study(study)
+    lock = _acquire(study_dir) if locked and study_dir.is_dir() else None  # busy: refuse at once
+    try:
+        cache = preflight(study, runs, where) if create else {}
+        _prepare_dir(study_dir)
+        if locked and lock is None:
+            lock = _acquire(study_dir)
+        resolved_text = dump_study(study)
+        resolved_path = study_dir / RESOLVED
+        if resolved_path.is_file():
+            previous = resolved_path.read_text(encoding="utf-8")
+            if previous != resolved_text:
+                raise WhichloraError(
+                    f"Study folder {study_dir} holds results of a different configuration (its "
+                    f"{RESOLVED} differs from this study file). Fix: give a new `name` or `--out` "
+                    "folder, or delete the old folder to start over."
+                )
+        if lock is not None:
+            remove_stale_temp(study_dir)
+        if not resolved_path.is_file():
+            write_text_atomic(resolved_path, resolved_text)
+        store = Store(study_dir / DATABASE)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     for run in runs:
         store.add_run(
             run.run_id,
@@ -114,4 +326,6 @@ def open_study(
             run.sweep,
             run.request.__dict__,
         )
-    return StudyContext(study=study, study_dir=study_dir, store=store, runs=runs, lock=lock)
+    return StudyContext(
+        study=study, study_dir=study_dir, store=store, runs=runs, lock=lock, cache=cache
+    )

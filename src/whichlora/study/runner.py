@@ -42,6 +42,16 @@ def _run_logger(path: Path) -> logging.Handler:
     return handler
 
 
+def apply_threads(ctx: StudyContext) -> None:
+    """`training.threads` holds for the whole process, not only inside training: CPU reductions
+    depend on the thread count, so a resumed process that skips training must score with the same
+    threads as an uninterrupted one, or its metrics differ in the last digits."""
+    if ctx.study.training.threads:
+        import torch
+
+        torch.set_num_threads(ctx.study.training.threads)
+
+
 def load_scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
     """A fresh base (never `disable_adapter()`: PiSSA/OLoRA rewrite base weights), plus the
     run's adapter from disk when `run_id` is a run."""
@@ -243,6 +253,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
 
 
 def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool = True) -> None:
+    apply_threads(ctx)
     trained = [r for r in ctx.runs if ctx.store.unit_status(r.run_id, "train") == "done"]
     if only is not None:
         if only != BASE and only not in {r.run_id for r in ctx.runs}:
@@ -280,6 +291,7 @@ def run_all(
     progress: bool = True,
     retry_failed: bool = False,
 ) -> None:
+    apply_threads(ctx)
     if "train" in stages:
         train_stage(ctx, progress=progress, retry_failed=retry_failed)
     if "evaluate" in stages:

@@ -33,9 +33,8 @@ def count_params(model_config: Any, technique: Technique, settings: AdapterSetti
     """Trainable parameters of `technique` at `settings` on a model with `model_config`."""
     import warnings
 
-    from peft import get_peft_model
-
     import torch
+    from peft import get_peft_model
 
     # The adapter is built on meta too: built on CPU and then moved to the meta base, peft re-wraps
     # frozen parameters (AdaLoRA's `ranknum`) as new, trainable ones and the count comes out high.
@@ -50,25 +49,31 @@ def base_param_count(model_config: Any) -> int:
 
 
 def max_rank(model_config: Any, target_modules: str | list[str]) -> int:
-    """The narrowest targeted layer's width: a rank above it adds nothing but parameters."""
+    """The narrowest targeted layer's width: a rank above it adds nothing but parameters.
+
+    Layers are matched by peft's own rule, so this sees the layers training adapts: a list holds
+    module names (or dotted suffixes), a string other than 'all-linear' is a regex that must match
+    the full module name.
+    """
     import torch
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
 
     model = _meta_model(model_config)
-    names = (
-        None
-        if target_modules == "all-linear"
-        else set([target_modules] if isinstance(target_modules, str) else target_modules)
-    )
+    matcher = None if target_modules == "all-linear" else LoraConfig(target_modules=target_modules)
     widths = []
     for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.Linear) or name.endswith("lm_head"):
+        if not isinstance(module, torch.nn.Linear):
             continue
-        if names is None or name.rsplit(".", 1)[-1] in names:
+        if (matcher is None and not name.endswith("lm_head")) or (
+            matcher is not None and check_target_module_exists(matcher, name)
+        ):
             widths.append(min(module.in_features, module.out_features))
     if not widths:
         raise WhichloraError(
             f"target_modules {target_modules!r} matches no linear layer of the model. Fix: use "
-            "'all-linear' or names such as q_proj, v_proj."
+            "'all-linear', a list of names such as [q_proj, v_proj], or a regex that matches "
+            "full module names such as '.*\\.(q|v)_proj'."
         )
     return min(widths)
 

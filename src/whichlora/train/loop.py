@@ -161,10 +161,14 @@ def train_adapter(
         model = get_peft_model(model, technique.build_config(settings))
         if technique.rewrites_base:
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
-            # that applies to the untouched base (PEFT's conversion on save).
-            model.peft_config["default"].init_lora_weights = True
+            # that applies to the untouched base (PEFT's conversion on save). The initial copy
+            # must say init=True; the live config keeps the technique's init for the log.
+            config = model.peft_config["default"]
+            init, config.init_lora_weights = config.init_lora_weights, True
             model.save_pretrained(scratch / "initial")
+            config.init_lora_weights = init
         model.train()
+        model.config.use_cache = False  # a KV cache is built and thrown away at every step
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
         # Per-technique optimizer: LoRA+ scales B's learning rate; others use plain AdamW.

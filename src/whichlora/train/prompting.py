@@ -20,6 +20,7 @@ PLAIN_PROMPT = "### Instruction:\n{user}\n\n### Response:\n"
 class EncodedExample:
     input_ids: list[int]
     labels: list[int]
+    response_tokens: int = 0  # response tokens left after truncation
 
     @property
     def length(self) -> int:
@@ -66,12 +67,20 @@ def encode_record(
     labels = (
         [IGNORE_INDEX] * len(prompt_ids) if response_only else list(prompt_ids)
     ) + response_ids
-    return EncodedExample(input_ids=ids, labels=labels[:max_length])
+    return EncodedExample(
+        input_ids=ids,
+        labels=labels[:max_length],
+        response_tokens=max(0, len(ids) - len(prompt_ids)),
+    )
 
 
 def encode_records(
     tokenizer: Any, records: list[Record], max_length: int, response_only: bool = True
 ) -> list[EncodedExample]:
-    """Encode and drop examples whose response was cut away entirely (nothing to learn)."""
+    """Encode and drop examples whose response was cut away entirely (nothing to learn).
+
+    Decided on the response, not the labels: with loss on the full sequence a prompt-only example
+    still has labels, but it would teach the model to go on prompting instead of answering.
+    """
     encoded = [encode_record(tokenizer, r, max_length, response_only) for r in records]
-    return [e for e in encoded if any(label != IGNORE_INDEX for label in e.labels)]
+    return [e for e in encoded if e.response_tokens > 0]
