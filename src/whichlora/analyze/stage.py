@@ -170,10 +170,7 @@ def model_rows(
                             _row(run_id, pooling, layer, "retrieval_to_source", acc, lang, source)
                         )
             if layer in probe_at and reps.n_per_language >= 2:
-                # One BLAS thread: lbfgs on small matrices is ~10x slower when its BLAS threads
-                # fight torch's OpenMP pool, and gains nothing from threads anyway.
-                with threadpool_limits(limits=1):
-                    acc = probe_accuracy(reps.stacked(pooling, layer), labels)
+                acc = probe_accuracy(reps.stacked(pooling, layer), labels)
                 rows.append(_row(run_id, pooling, layer, "probe", acc))
     return rows
 
@@ -278,8 +275,11 @@ def analysis_rows(
     dim = first.stacked(poolings[0], 0).shape[1]
     probe_at = probe_layers(first.n_layers, n_rows, dim, len(reps) * len(poolings))
     rows: list[dict[str, Any]] = []
-    for name, r in reps.items():
-        rows.extend(model_rows(name, r, poolings, source, probe_at))
+    # One BLAS thread for the many small products (retrieval, cosine, probe fits): threads gain
+    # nothing there and, fighting torch's OpenMP pool, made them ~10x slower in measurements.
+    with threadpool_limits(limits=1):
+        for name, r in reps.items():
+            rows.extend(model_rows(name, r, poolings, source, probe_at))
     rows.extend(cka_rows(reps, base, poolings))
     return rows
 

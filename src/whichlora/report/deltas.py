@@ -187,11 +187,10 @@ def tradeoff_points(inputs: ReportInputs) -> pd.DataFrame:
         if metric not in delta.index.get_level_values(0):
             continue
         per_lang = delta.loc[metric]
-        targets = [lang for lang in inputs.targets if lang in per_lang.index]
         for run in inputs.runs.itertuples():
             if run.run_id not in per_lang.columns:
                 continue
-            gain = per_lang.loc[targets, run.run_id].dropna() if targets else pd.Series([])
+            gain = per_lang[run.run_id].reindex(inputs.targets).dropna()
             source = per_lang[run.run_id].get(inputs.source, np.nan)
             if gain.empty or not np.isfinite(source):
                 continue

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from whichlora.config.study import Study
 from whichlora.report.style import Palette
 from whichlora.study.context import RESOLVED, StudyContext
 
@@ -21,7 +21,7 @@ RUN_COLUMNS = ["run_id", "technique", "label", "seed", "learning_rate"]
 
 @dataclass
 class ReportInputs:
-    study: Any  # whichlora.config.study.Study
+    study: Study
     study_dir: Path
     runs: pd.DataFrame  # selected runs: run_id, technique (registry name), label, seed, lr
     planned: pd.DataFrame  # every planned run, with its train/evaluate status and error
