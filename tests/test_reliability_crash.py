@@ -52,6 +52,22 @@ def crash_study(model_dir: Path) -> dict[str, Any]:
     )
 
 
+def warm_imports() -> None:
+    """Import what a run imports, once, here: forked children inherit it, so a kill lands in real
+    work (training, scoring, analysis, report) instead of in seconds of imports."""
+    import matplotlib.pyplot  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers.models.llama.modeling_llama  # noqa: F401
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    import whichlora.analyze.stage  # noqa: F401
+    import whichlora.evaluate.suite  # noqa: F401
+    import whichlora.report.build  # noqa: F401
+    import whichlora.study.executors  # noqa: F401
+    import whichlora.train.loop  # noqa: F401
+
+
 def spawn(study: Path, out: Path, log: Path) -> int:
     """Fork a child that runs `whichlora run STUDY --out OUT --quiet`; return its pid."""
     pid = os.fork()
@@ -100,6 +116,7 @@ def run_to_end(study: Path, out: Path, log: Path, timeout: float = 400) -> None:
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """One uninterrupted run, shared by every test here."""
+    warm_imports()
     root = tmp_path_factory.mktemp("reference")
     study = root / "study.yaml"
     study.write_text(yaml.safe_dump(crash_study(tiny_model_dir)), encoding="utf-8")
@@ -138,13 +155,16 @@ def kill_and_resume(reference: Reference, folder: Path, kills: int, seed: int) -
     """Start the study, SIGKILL it after a seeded random delay, again and again, then resume it
     to the end. Returns what happened, for the failure message."""
     rng = random.Random(seed)
-    spread = min(0.5, 2.5 / kills) * reference.seconds
     log = folder.parent / f"{folder.name}.log"
     landed: list[float] = []
     finished_early = 0
     while len(landed) < kills:
         assert finished_early <= 3 * kills, "the study kept finishing before the kill"
-        delay = rng.uniform(0.1, 1.0) * spread
+        # The k-th of n delays is uniform in [0.1, 1] x k/n of the uninterrupted duration: early
+        # kills hit training and scoring, and since each resume goes on from the last finished
+        # unit, later, longer ones reach analysis and report writing.
+        window = reference.seconds * (len(landed) + 1) / kills
+        delay = rng.uniform(0.1, 1.0) * window
         pid = spawn(reference.study, folder, log)
         code = wait(pid, delay)
         if code is None:
@@ -166,9 +186,14 @@ def test_sigkill_at_random_points_then_resume(reference: Reference, tmp_path: Pa
 
 @pytest.mark.slow
 def test_sigkill_twenty_times_then_resume(reference: Reference, tmp_path: Path) -> None:
-    history = kill_and_resume(reference, tmp_path / "killed", kills=20, seed=SEED + 1)
-    assert len(history["kills"]) == 20
-    check_complete(tmp_path / "killed", reference)
+    """Four studies killed five times each: twenty kills spread over the whole timeline."""
+    total = 0
+    for round_ in range(4):
+        folder = tmp_path / f"killed-{round_}"
+        history = kill_and_resume(reference, folder, kills=5, seed=SEED + 1 + round_)
+        total += len(history["kills"])
+        check_complete(folder, reference)
+    assert total == 20
 
 
 def test_same_study_same_seed_same_results(reference: Reference, tmp_path: Path) -> None:
@@ -179,3 +204,23 @@ def test_same_study_same_seed_same_results(reference: Reference, tmp_path: Path)
     assert again["examples"] == first["examples"]
     assert again["generations"] == first["generations"]
     assert again == first  # training losses, costs (less timings), analysis, significance
+
+
+def test_study_threads_hold_for_a_resumed_process(reference: Reference) -> None:
+    """A process that resumes after training (so never enters the training loop, which used to
+    be the only place `training.threads` was applied) must score with the study's thread count:
+    CPU reductions depend on it, and the resumed results must match the uninterrupted ones."""
+    import torch
+
+    from whichlora.study.context import open_study
+    from whichlora.study.runner import run_all
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    ctx = open_study(reference.folder, locked=False, create=False)
+    try:
+        run_all(ctx, stages=(), progress=False)
+        assert torch.get_num_threads() == ctx.study.training.threads == 1
+    finally:
+        ctx.close()
+        torch.set_num_threads(before)

@@ -32,19 +32,22 @@ REMOTE_CODE_MARKER = "REMOTE_CODE_WAS_EXECUTED"
 
 
 # ---------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_pickle_model(tiny_model_dir: Path, folder: Path) -> Path:
     """The tiny model with its weights as pytorch_model.bin (a pickle) and no safetensors."""
     import torch
     from safetensors.torch import load_file
 
-    folder = tmp_path_factory.mktemp("pickle-model")
+    folder.mkdir(parents=True)
     for file in tiny_model_dir.iterdir():
         if file.suffix != ".safetensors":
             shutil.copy(file, folder / file.name)
-    state = load_file(tiny_model_dir / "model.safetensors")
-    torch.save(state, folder / "pytorch_model.bin")
+    torch.save(load_file(tiny_model_dir / "model.safetensors"), folder / "pytorch_model.bin")
     return folder
+
+
+@pytest.fixture(scope="session")
+def pickle_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pickle_model(tiny_model_dir, tmp_path_factory.mktemp("pickle-model") / "model")
 
 
 def make_remote_code_model(tiny_model_dir: Path, folder: Path, model_type: str) -> Path:
@@ -104,6 +107,10 @@ def _out_is_file(tmp: Path, study: Path) -> None:
     (tmp / "out").write_text("a file where the study folder should go\n", encoding="utf-8")
 
 
+def _out_exists(tmp: Path, study: Path) -> None:
+    (tmp / "out").mkdir()  # an empty folder the user made: an invalid study leaves it empty
+
+
 def _out_under_file(tmp: Path, study: Path) -> None:
     (tmp / "afile").write_text("not a folder\n", encoding="utf-8")
 
@@ -127,6 +134,7 @@ def _other_study(tmp: Path, study: Path) -> None:
 SETUPS: dict[str, Callable[[Path, Path], None]] = {
     "unreadable": _unreadable,
     "out_is_file": _out_is_file,
+    "out_exists": _out_exists,
     "out_under_file": _out_under_file,
     "bad_resolved": _bad_resolved,
     "other_study": _other_study,
@@ -169,7 +177,7 @@ def prepare_case(name: str, tmp: Path, models: dict[str, Path]) -> list[str]:
     if case.get("setup"):
         SETUPS[case["setup"]](tmp, study)
     args = [substitute(a, values) for a in case.get("args", ["--out", "@OUT@"])]
-    return ["run", str(study), *args, "--quiet"]
+    return [case.get("command", "run"), str(study), *args, "--quiet"]
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -280,4 +288,32 @@ def test_bad_input_case_in_a_real_process(
     )
     assert proc.returncode == 2, proc.stderr
     check_message(proc.stdout, proc.stderr, CASES[name]["expect"])
+    assert snapshot(tmp_path) == before
+
+
+def test_unreadable_study_file_even_as_root(
+    tmp_path: Path,
+    models: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """chmod 000 cannot stop root (the corpus case skips then): make the read itself fail."""
+    argv = prepare_case("study_unreadable", tmp_path, models) if os.geteuid() != 0 else None
+    study = tmp_path / "study_unreadable.yaml"
+    if argv is None:
+        study.write_text((CORPUS / "valid.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        argv = ["run", str(study), "--out", str(tmp_path / "out"), "--quiet"]
+    real_read = Path.read_text
+
+    def read_text(self: Path, *args: Any, **kwargs: Any) -> str:
+        if self == study:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    check_message(captured.out, captured.err, CASES["study_unreadable"]["expect"])
     assert snapshot(tmp_path) == before

@@ -167,7 +167,8 @@ def _stage(args: argparse.Namespace, stages: tuple[str, ...]) -> None:
     from whichlora.study.context import open_study
     from whichlora.study.runner import run_all
 
-    ctx = open_study(args.study, args.out)
+    # The report reads only the store: a finished study reports even if its data moved since.
+    ctx = open_study(args.study, args.out, check=stages != ("report",))
     try:
         run_all(
             ctx,

@@ -164,17 +164,20 @@ def layer_representations(
                     return_dict=True,
                     **kwargs,
                 )
-                hidden = torch.stack(out.hidden_states).float().cpu()  # (L+1, b, T, H)
+                states = out.hidden_states  # L+1 tensors (b, T, H), maybe on several devices
                 if not pooled:
-                    shape = (hidden.shape[0], len(flat), hidden.shape[-1])
+                    shape = (len(states), len(flat), states[0].shape[-1])
                     pooled = {p: np.empty(shape, dtype=np.float32) for p in poolings}
-                if "mean" in pooled:
-                    m = mask[None, :, :, None].to(hidden.dtype)
-                    mean = (hidden * m).sum(dim=2) / m.sum(dim=2)
-                    pooled["mean"][:, idx] = mean.numpy()
-                if "last" in pooled:
-                    last = hidden[:, torch.arange(len(idx)), lengths - 1]
-                    pooled["last"][:, idx] = last.numpy()
+                for layer, h in enumerate(states):
+                    h = h.float()  # pool on the model's device, move only (b, H) back
+                    if "mean" in pooled:
+                        m = mask.to(h.device)[:, :, None].to(h.dtype)
+                        mean = (h * m).sum(dim=1) / m.sum(dim=1)
+                        pooled["mean"][layer, idx] = mean.cpu().numpy()
+                    if "last" in pooled:
+                        rows = torch.arange(len(idx), device=h.device)
+                        last = h[rows, (lengths - 1).to(h.device)]
+                        pooled["last"][layer, idx] = last.cpu().numpy()
                 if on_batch is not None:
                     on_batch(len(idx))
     finally:
@@ -256,6 +259,7 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
             )
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; study folders are shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

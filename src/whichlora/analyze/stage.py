@@ -464,7 +464,9 @@ def analyze_stage(ctx: Any, progress: bool = True) -> None:
     reps: dict[str, Representations] = {}
     for model_id in models:
         before = bar.n
-        reps[model_id] = cached_representations(ctx, model_id, texts, on_batch=bar.update)
+        reps[model_id] = cached_representations(
+            ctx, model_id, texts, batch_size=study.evaluation.batch_size, on_batch=bar.update
+        )
         bar.update(n_sentences - (bar.n - before))  # a cache hit advances the bar at once
     bar.close()
     encoded = time.perf_counter()

@@ -76,6 +76,7 @@ class _LmEvalTokenizer:
         self._prefix_text = (
             None if self.prefix_token_id is None else tokenizer.decode(self.prefix_token_id)
         )
+        self._contexts: dict[str, list[int]] = {}
 
     def encode(self, text: str, add_special_tokens: bool | None = None) -> list[int]:
         """Tokenizer defaults, but never a second BOS when the text already starts with one."""
@@ -112,8 +113,10 @@ class _LmEvalTokenizer:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
         whole = self.encode(context + continuation)
-        context_enc = self.encode(context)
-        return context_enc, whole[len(context_enc) :]
+        if context not in self._contexts:  # every choice of an item repeats its context
+            self._contexts[context] = self.encode(context)
+        context_enc = self._contexts[context]
+        return list(context_enc), whole[len(context_enc) :]
 
 
 def _max_length(model: CausalLM, tokenizer: Tokenizer) -> int:
@@ -327,10 +330,10 @@ def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[i
         **kwargs,
     ).logits[:, -lay.keep :]
     picked = logits[lay.batch_index, lay.logit_index].float()
-    logprobs = torch.log_softmax(picked, dim=-1)
-    targets = torch.tensor(lay.targets, device=logprobs.device)
-    token_lp = logprobs.gather(1, targets[:, None]).squeeze(1)
-    greedy = logprobs.argmax(dim=-1) == targets
+    targets = torch.tensor(lay.targets, device=picked.device)
+    # log_softmax at the target only: saves writing a [tokens, vocab] array we would not read
+    token_lp = picked.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(picked, dim=-1)
+    greedy = picked.argmax(dim=-1) == targets
     sizes = [n for _, n in lay.request_sizes]
     return [
         (index, float(lp.sum()), bool(g.all()))

@@ -275,13 +275,19 @@ def _acquire(study_dir: Path) -> FileLock:
 
 
 def open_study(
-    target: str | Path, out: str | Path | None = None, *, locked: bool = True, create: bool = True
+    target: str | Path,
+    out: str | Path | None = None,
+    *,
+    locked: bool = True,
+    create: bool = True,
+    check: bool = True,
 ) -> StudyContext:
     """Open (and with `create`, initialise) the study folder for a study file or folder.
 
-    With `create`, the whole study is checked first (model, budgets, data): invalid input fails
-    with one message and leaves nothing behind. With `locked`, a second process on the same folder
-    is refused instead of racing this one, and debris of a killed process is swept away.
+    With `create` and `check`, the whole study is checked first (model, budgets, data): invalid
+    input fails with one message and leaves nothing behind (`check=False` is for commands that only
+    read the store, such as the report). With `locked`, a second process on the same folder is
+    refused instead of racing this one, and debris of a killed process is swept away.
     """
     study, study_dir, where = _read_target(Path(target), Path(out) if out else None)
     study_dir = study_dir.resolve()
@@ -291,9 +297,11 @@ def open_study(
             "train`) on the study first."
         )
     runs = plan_study(study)
-    lock = _acquire(study_dir) if locked and study_dir.is_dir() else None  # busy: refuse at once
+    # A study folder already: lock it first, so a busy one is refused at once (no checking).
+    existing = (study_dir / RESOLVED).is_file()
+    lock = _acquire(study_dir) if locked and existing else None
     try:
-        cache = preflight(study, runs, where) if create else {}
+        cache = preflight(study, runs, where) if create and check else {}
         _prepare_dir(study_dir)
         if locked and lock is None:
             lock = _acquire(study_dir)
