@@ -186,7 +186,7 @@ def test_unknown_task_names_task_and_fix(tmp_path: Path) -> None:
 
 @needs_lm_eval
 def test_missing_include_path(tmp_path: Path) -> None:
-    with pytest.raises(WhichloraError, match="does not exist"):
+    with pytest.raises(WhichloraError, match="not an existing folder"):
         run_harness(object(), object(), ["x"], include_path=str(tmp_path / "nope"), run_id="r")
 
 

@@ -37,9 +37,11 @@ class Reference:
 
 
 def crash_study(model_dir: Path) -> dict[str, Any]:
-    """Two techniques, three steps, small evaluation and analysis: ~15 s end to end on 2 cores."""
+    """Two techniques, three steps, small evaluation and analysis: ~15 s end to end on 2 cores.
+    On the CPU even where there is a GPU: a forked child cannot use CUDA its parent touched."""
     return tiny_study(
         model_dir,
+        model={"id": str(model_dir), "device": "cpu"},
         techniques=["lora", "dora"],
         data={"languages": ["de", "sw"], "items_per_language": 12},
         evaluation={

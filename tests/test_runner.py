@@ -117,3 +117,29 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted(
     assert results_of(out) == results_of(tmp_path / "clean")
     leftovers = [p for p in out.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".tmp"]
     assert leftovers == []
+
+
+def test_harness_tasks_are_scored_for_base_and_runs(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    data = Path(__file__).parent / "data" / "harness"
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    text = (data / "tinyqa_en.yaml").read_text(encoding="utf-8")
+    (tasks / "tinyqa_en.yaml").write_text(
+        text.replace("DATA_FILE", str(data / "tinyqa.jsonl")), encoding="utf-8"
+    )
+    study = tiny_study(tiny_model_dir, techniques=["lora"])
+    study["evaluation"].update(harness_tasks=["tinyqa_en"], harness_include_path=str(tasks))
+    results = run_study(
+        write_study(tmp_path, study), tmp_path / "out", stages=("train", "evaluate")
+    )
+    harness = results.metrics[results.metrics["metric"] == "harness:tinyqa_en:acc"]
+    assert set(harness["run_id"]) == {"base", "lora-s0"}
+    assert (harness["n"] == 8).all()
+    per_example = results.examples[results.examples["metric"] == "harness:tinyqa_en:acc"]
+    assert len(per_example) == 2 * 8

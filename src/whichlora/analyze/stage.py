@@ -275,12 +275,13 @@ def analysis_rows(
     dim = first.stacked(poolings[0], 0).shape[1]
     probe_at = probe_layers(first.n_layers, n_rows, dim, len(reps) * len(poolings))
     rows: list[dict[str, Any]] = []
-    # One BLAS thread for the many small products (retrieval, cosine, probe fits): threads gain
-    # nothing there and, fighting torch's OpenMP pool, made them ~10x slower in measurements.
+    # One BLAS thread: the many small products (retrieval, cosine, probe fits) ran ~10x slower
+    # with threads fighting torch's OpenMP pool, the Grams no faster on 2 cores, and a fixed
+    # thread count keeps float sums identical from machine to machine.
     with threadpool_limits(limits=1):
         for name, r in reps.items():
             rows.extend(model_rows(name, r, poolings, source, probe_at))
-    rows.extend(cka_rows(reps, base, poolings))
+        rows.extend(cka_rows(reps, base, poolings))
     return rows
 
 

@@ -183,7 +183,14 @@ class EvaluationSpec(Strict):
     generation_items: Annotated[int, Field(ge=0)] = 10
     max_new_tokens: Annotated[int, Field(ge=1)] = 48
     batch_size: Annotated[int, Field(ge=1)] = 16
-    harness_tasks: list[str] = Field(default_factory=list)
+    harness_tasks: list[str] = Field(
+        default_factory=list,
+        description="lm-evaluation-harness tasks (pip install whichlora[harness])",
+    )
+    harness_include_path: str | None = Field(
+        None, description="folder of your own lm-eval YAML tasks"
+    )
+    harness_limit: Annotated[int, Field(ge=1)] | None = None
 
 
 class AnalysisSpec(Strict):

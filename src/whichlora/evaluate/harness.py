@@ -211,10 +211,10 @@ def _task_manager(tasks: Sequence[str], include_path: str | None) -> Any:
     folder: str | None = None
     if include_path is not None:
         path = Path(include_path).expanduser()
-        if not path.exists():
+        if not path.is_dir():
             raise WhichloraError(
-                f"Harness include_path '{include_path}' does not exist. Fix: point it at a "
-                "folder (or YAML file) of lm-eval task configs."
+                f"Harness include_path '{include_path}' is not an existing folder. Fix: point it "
+                "at the folder holding your lm-eval task YAML files (subfolders are searched)."
             )
         folder = str(path.resolve())
         local = _manager_class()(include_path=folder, include_defaults=False)

@@ -300,20 +300,23 @@ def open_study(
     # A study folder already: lock it first, so a busy one is refused at once (no checking).
     existing = (study_dir / RESOLVED).is_file()
     lock = _acquire(study_dir) if locked and existing else None
+    resolved_text = dump_study(study)
+    resolved_path = study_dir / RESOLVED
     try:
+        if existing and resolved_path.read_text(encoding="utf-8") != resolved_text:
+            raise WhichloraError(
+                f"Study folder {study_dir} holds results of a different configuration (its "
+                f"{RESOLVED} differs from this study file). Fix: give a new `name` or `--out` "
+                "folder, or delete the old folder to start over."
+            )
         cache = preflight(study, runs, where) if create and check else {}
         _prepare_dir(study_dir)
         if locked and lock is None:
             lock = _acquire(study_dir)
-        resolved_text = dump_study(study)
-        resolved_path = study_dir / RESOLVED
-        if resolved_path.is_file():
-            previous = resolved_path.read_text(encoding="utf-8")
-            if previous != resolved_text:
-                raise WhichloraError(
-                    f"Study folder {study_dir} holds results of a different configuration (its "
-                    f"{RESOLVED} differs from this study file). Fix: give a new `name` or `--out` "
-                    "folder, or delete the old folder to start over."
+            if resolved_path.is_file() and resolved_path.read_text("utf-8") != resolved_text:
+                raise WhichloraError(  # another process created it meanwhile, differently
+                    f"Study folder {study_dir} holds results of a different configuration. Fix: "
+                    "give a new `name` or `--out` folder."
                 )
         if lock is not None:
             remove_stale_temp(study_dir)

@@ -210,6 +210,24 @@ def _evaluate_unit(ctx: StudyContext, run_id: str, split: str) -> None:
         result = evaluate_validation(
             model, tokenizer, evalset.validation, run_id, batch_size=spec.batch_size
         )
+    if split == "test" and spec.harness_tasks:
+        from whichlora.evaluate.harness import run_harness
+
+        metrics, examples = run_harness(
+            model,
+            tokenizer,
+            list(spec.harness_tasks),
+            include_path=(
+                str(Path(spec.harness_include_path).resolve())
+                if spec.harness_include_path
+                else None
+            ),
+            limit=spec.harness_limit,
+            batch_size=spec.batch_size,
+            run_id=run_id,
+        )
+        result.metrics += metrics
+        result.examples += examples
     rows = {"metrics": result.metrics, "examples": result.examples}
     clear = [(t, "run_id=? AND split=?", (run_id, split)) for t in ("metrics", "examples")]
     if split == "test":

@@ -26,7 +26,7 @@ from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.techniques.budget import resolve_settings
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
-from whichlora.train.prompting import encode_records
+from whichlora.train.prompting import IGNORE_INDEX, encode_records
 
 ADAPTER_DIR = "adapter"
 LOG_FILE = "train_log.json"
@@ -101,6 +101,50 @@ def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
 
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def head_on_label_positions(model: Any) -> bool:
+    """True when the model can apply its LM head to chosen positions only.
+
+    transformers' causal LMs take `logits_to_keep` as a boolean (batch, seq) mask through
+    `slice_logits_to_keep`; models whose module does not use that helper (older or remote code)
+    get the full logits.
+    """
+    import inspect
+    import sys
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    module = sys.modules.get(type(base).__module__)
+    return "logits_to_keep" in params and hasattr(module, "slice_logits_to_keep")
+
+
+def batch_loss(model: Any, batch: dict[str, Any], label_positions_only: bool) -> Any:
+    """Mean next-token loss over the labelled tokens of a right-padded batch.
+
+    With `label_positions_only`, the LM head and the loss run only at positions whose next token
+    is labelled (the response, under response-only loss): the logits at prompt and padding
+    positions are discarded by the loss anyway, and on a small model the vocabulary projection
+    is a fifth of the step. Same loss and gradients as the full-logits call; AdaLoRA's
+    orthogonality term is still added, since the model still returns the loss.
+    """
+    if not label_positions_only:
+        return model(**batch).loss
+    import torch
+
+    shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = shifted != IGNORE_INDEX
+    targets = shifted[keep]
+    return model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        labels=targets,
+        shift_labels=targets,
+        logits_to_keep=keep,
+    ).loss
 
 
 def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
@@ -183,6 +227,7 @@ def train_adapter(
         batches = grouped_batches(examples, request.batch_size, request.seed)
         device = next(p.device for p in model.parameters() if p.requires_grad)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        label_positions_only = head_on_label_positions(model)
 
         steps: list[dict[str, Any]] = []
         tokens_seen = 0
@@ -193,7 +238,7 @@ def train_adapter(
             total_loss, step_tokens = 0.0, 0
             for _ in range(request.grad_accum):
                 batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
-                loss = model(**batch).loss / request.grad_accum
+                loss = batch_loss(model, batch, label_positions_only) / request.grad_accum
                 loss.backward()
                 total_loss += float(loss.detach())
                 step_tokens += int(batch["attention_mask"].sum())
