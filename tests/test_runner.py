@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -87,38 +82,6 @@ def test_changed_study_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
         open_study(path, tmp_path / "out")
 
 
-def _cli(path: Path, out: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "whichlora", "run", str(path), "--out", str(out), "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-
-
-def test_kill_minus_nine_then_resume_matches_uninterrupted(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
-    study = tiny_study(tiny_model_dir, techniques=["lora", "dora"])
-    path = write_study(tmp_path, study)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    clean = _cli(path, tmp_path / "clean", env)
-    assert clean.wait(timeout=600) == 0, clean.stderr.read().decode()
-
-    out = tmp_path / "killed"
-    for delay in (6.0, 12.0):
-        proc = _cli(path, out, env)
-        time.sleep(delay)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    final = _cli(path, out, env)
-    assert final.wait(timeout=600) == 0, final.stderr.read().decode()
-    assert results_of(out) == results_of(tmp_path / "clean")
-    leftovers = [p for p in out.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".tmp"]
-    assert leftovers == []
-
-
 def test_harness_tasks_are_scored_for_base_and_runs(
     tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,3 +106,27 @@ def test_harness_tasks_are_scored_for_base_and_runs(
     assert (harness["n"] == 8).all()
     per_example = results.examples[results.examples["metric"] == "harness:tinyqa_en:acc"]
     assert len(per_example) == 2 * 8
+
+
+def test_ray_executor_runs_two_runs_with_the_same_results_as_local(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    ray = pytest.importorskip("ray")
+    techniques = ["lora", "dora"]
+    local = write_study(tmp_path, tiny_study(tiny_model_dir, techniques=techniques))
+    run_study(local, tmp_path / "local", stages=("train", "evaluate"))
+    (tmp_path / "ray").mkdir()
+    remote = tiny_study(
+        tiny_model_dir, techniques=techniques, executor={"kind": "ray", "cpus_per_run": 1}
+    )
+    remote_path = tmp_path / "ray" / "study.yaml"
+    remote_path.write_text(yaml.safe_dump(remote), encoding="utf-8")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = run_study(remote_path, tmp_path / "ray-out", stages=("train", "evaluate"))
+    finally:
+        ray.shutdown()
+    assert set(results.costs["run_id"]) == {"lora-s0", "dora-s0"}
+    local_dump, ray_dump = results_of(tmp_path / "local"), results_of(tmp_path / "ray-out")
+    assert ray_dump["metrics"] == local_dump["metrics"]
+    assert ray_dump["training"] == local_dump["training"]

@@ -47,8 +47,10 @@ __all__ = [
     "analysis_rows",
     "cka_rows",
     "evaluated_runs",
+    "model_rows",
     "parallel_texts",
     "probe_layers",
+    "scores_frame",
     "significance_rows",
 ]
 
@@ -261,6 +263,20 @@ def cka_rows(
     return rows
 
 
+def _one_blas_thread() -> threadpool_limits:
+    """Limit BLAS/OpenMP pools to one thread, loading the probe's libraries first.
+
+    threadpoolctl only limits libraries already loaded when the limit starts; sklearn (and the
+    scipy BLAS under its lbfgs) would otherwise load inside it, unlimited, and run ~4x slower.
+    """
+    import scipy.linalg  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    return threadpool_limits(limits=1)
+
+
 def analysis_rows(
     reps: Mapping[str, Representations],
     poolings: Sequence[str],
@@ -278,7 +294,7 @@ def analysis_rows(
     # One BLAS thread: the many small products (retrieval, cosine, probe fits) ran ~10x slower
     # with threads fighting torch's OpenMP pool, the Grams no faster on 2 cores, and a fixed
     # thread count keeps float sums identical from machine to machine.
-    with threadpool_limits(limits=1):
+    with _one_blas_thread():
         for name, r in reps.items():
             rows.extend(model_rows(name, r, poolings, source, probe_at))
         rows.extend(cka_rows(reps, base, poolings))

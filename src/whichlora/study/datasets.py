@@ -24,7 +24,10 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
     from whichlora.data.sources import load_instructions
 
     data = study.data
-    languages = list(dict.fromkeys([*data.languages, *(data.target_ratio or {})]))
+    from whichlora.data.languages import require_language
+
+    targets = [require_language(k, "data.target_ratio") for k in data.target_ratio or {}]
+    languages = list(dict.fromkeys([*data.languages, *targets]))
     records = load_instructions(data.source, languages, data.options)
     if study.evaluation.heldout and study.evaluation.heldout == data.source:
         raise WhichloraError(

@@ -35,7 +35,8 @@ def _rates(study: Study, spec: TechniqueSpec) -> list[float]:
 
 
 def _lr_tag(lr: float) -> str:
-    return f"{lr:.0e}".replace("e-0", "e-").replace("+0", "")
+    """Three significant digits: distinct rates in a sweep get distinct run folders."""
+    return f"{lr:.3g}"
 
 
 def train_request(study: Study, spec: TechniqueSpec, seed: int, lr: float) -> TrainRequest:

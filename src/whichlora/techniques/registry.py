@@ -82,7 +82,12 @@ def _adalora(settings: AdapterSettings) -> Any:
     tinit = int(settings.options.get("tinit", max(1, total // 10)))
     tfinal = int(settings.options.get("tfinal", max(1, total // 5)))
     if tinit >= total - tfinal:
-        tinit, tfinal = 0, 0
+        if "tinit" in settings.options or "tfinal" in settings.options:
+            raise WhichloraError(
+                f"AdaLoRA options tinit={tinit} and tfinal={tfinal} leave no rank-budgeting phase "
+                f"in {total} steps. Fix: make tinit + tfinal smaller than training.steps."
+            )
+        tinit, tfinal = 0, 0  # runs too short for the default schedule: allocate every step
     return AdaLoraConfig(
         task_type="CAUSAL_LM",
         init_r=int(

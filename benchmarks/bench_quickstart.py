@@ -1,0 +1,110 @@
+"""Quickstart wall time: `whichlora run examples/quickstart.yaml --out <tmp>`, end to end.
+
+Records wall time, the CPU time of the whole process tree (steadier than wall time when other
+processes share the cores), the load average sampled every 15 s during the run, and the
+seconds of every unit (training runs, evaluations, analysis) from the study's store, summed by
+stage, so the slowest stage is known. Goal: at most 10 minutes on 2 cores.
+
+With --profile, the run is sampled with py-spy (a flame graph and raw folded stacks are written
+next to the results) -- for finding what to speed up, not for timing.
+
+    python benchmarks/bench_quickstart.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import REPO, RESULTS, command_line, loadavg, machine, write_json  # noqa: E402
+
+GOAL_SECONDS = 600.0
+STUDY = "examples/quickstart.yaml"
+
+
+def unit_seconds(study_dir: Path) -> dict[str, Any]:
+    with sqlite3.connect(study_dir / "results.sqlite") as db:
+        rows = db.execute("SELECT run_id, stage, status, seconds FROM units").fetchall()
+    by_stage: dict[str, float] = {}
+    for _, stage, _, seconds in rows:
+        by_stage[stage] = by_stage.get(stage, 0.0) + (seconds or 0.0)
+    units = [
+        {"run_id": r, "stage": s, "status": st, "seconds": sec} for r, s, st, sec in rows
+    ]
+    return {"by_stage": by_stage, "units": units}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default=STUDY)
+    parser.add_argument("--profile", action="store_true", help="sample the run with py-spy")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quickstart.json")
+    args = parser.parse_args(argv)
+
+    whichlora = str(Path(sys.executable).with_name("whichlora"))
+    loads: list[dict[str, Any]] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            loads.append({"t": round(time.perf_counter() - started, 1), "loadavg": loadavg()})
+            stop.wait(15)
+
+    with tempfile.TemporaryDirectory(prefix="wl-quick-") as tmp:
+        out = Path(tmp) / "study"
+        cmd = [whichlora, "run", args.study, "--out", str(out), "--quiet"]
+        if args.profile:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            svg = args.out.with_suffix(".svg")
+            cmd = [spy, "record", "--rate", "20", "--subprocesses", "-o", str(svg), "--", *cmd]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            return proc.returncode
+        units = unit_seconds(out)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    mean_load = sum(s["loadavg"][0] for s in loads) / max(len(loads), 1)
+    report = {
+        "benchmark": "quickstart",
+        "command": command_line("bench_quickstart.py") + (" --profile" if args.profile else ""),
+        "study_command": f".venv/bin/whichlora run {args.study} --out <tmp>",
+        "profiled": args.profile,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
+        "cpu_per_wall": cpu / wall,
+        "mean_load_1min": mean_load,
+        "load_samples": loads,
+        "stages": units["by_stage"],
+        "units": units["units"],
+        "goal": {"wall_seconds_max": GOAL_SECONDS},
+        "met": wall <= GOAL_SECONDS,
+        "machine": machine(),
+    }
+    write_json(args.out, report)
+    print(
+        f"quickstart: {wall:.0f} s wall, {cpu:.0f} s CPU, mean load {mean_load:.1f}; "
+        f"stages {units['by_stage']}; wrote {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
