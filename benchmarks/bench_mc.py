@@ -46,7 +46,11 @@ def write_items(path: Path) -> int:
             if i < len(items):
                 item = items[i]
                 rows.append(
-                    {"question": item.question, "choices": list(item.choices), "answer": item.answer}
+                    {
+                        "question": item.question,
+                        "choices": list(item.choices),
+                        "answer": item.answer,
+                    }
                 )
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     return len(rows)

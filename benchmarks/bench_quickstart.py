@@ -38,9 +38,7 @@ def unit_seconds(study_dir: Path) -> dict[str, Any]:
     by_stage: dict[str, float] = {}
     for _, stage, _, seconds in rows:
         by_stage[stage] = by_stage.get(stage, 0.0) + (seconds or 0.0)
-    units = [
-        {"run_id": r, "stage": s, "status": st, "seconds": sec} for r, s, st, sec in rows
-    ]
+    units = [{"run_id": r, "stage": s, "status": st, "seconds": sec} for r, s, st, sec in rows]
     return {"by_stage": by_stage, "units": units}
 
 

@@ -104,7 +104,9 @@ class Counts:
                 }
                 for stage in stages
             },
-            "base_forwards_total": sum(v for (_, kind), v in self.forwards.items() if kind == "base"),
+            "base_forwards_total": sum(
+                v for (_, kind), v in self.forwards.items() if kind == "base"
+            ),
             "base_units": {f"{s}:{u}": n for (s, u), n in self.base_units.items()},
         }
 
@@ -225,9 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         results = [run_one(model_dir, small, work), run_one(model_dir, large, work)]
     a, b = results
     base_same = a["base_forwards_total"] == b["base_forwards_total"]
-    base_once = all(
-        n == 1 for r in results for n in r["base_units"].values()
-    ) and all(set(r["base_units"]) == {"evaluate:evaluate-test", "analyze:embed"} for r in results)
+    base_once = all(n == 1 for r in results for n in r["base_units"].values()) and all(
+        set(r["base_units"]) == {"evaluate:evaluate-test", "analyze:embed"} for r in results
+    )
     report = {
         "benchmark": "study_work",
         "command": command_line(
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         "studies": results,
         "base_forwards_constant_in_n": base_same,
         "base_evaluated_and_embedded_once": base_once,
-        "loads_per_extra_technique": (b["loads_total"] - a["loads_total"]) / (len(large) - len(small)),
+        "loads_per_extra_technique": (b["loads_total"] - a["loads_total"])
+        / (len(large) - len(small)),
         "met": base_same and base_once,
     }
     write_json(args.out, report)

@@ -61,6 +61,24 @@ def full_length_records(tokenizer: Any, seq: int) -> list[Any]:
 # --------------------------------------------------------------------------- one side
 
 
+class StepClock:
+    """Wall and process CPU time between consecutive step ends, measured alike on both sides
+    (train_adapter's on_step callback for ours, the loop itself for the peer)."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def tick(self) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.wall.append(wall - self._wall)
+        self.cpu.append(cpu - self._cpu)
+        self._wall, self._cpu = wall, cpu
+
+
 def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -82,12 +100,18 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         dropout=DROPOUT,
         threads=args.threads,
     )
+    clock = StepClock()
     with tempfile.TemporaryDirectory(prefix="wl-step-") as tmp:
-        log = train_adapter(request, records, Path(tmp) / "run", loaded=loaded)
+        clock.start()
+        log = train_adapter(
+            request, records, Path(tmp) / "run", loaded=loaded, on_step=lambda *_: clock.tick()
+        )
     steps = log["steps"]
     assert all(s["tokens"] == args.batch * args.seq for s in steps), "batches must be full"
     return {
-        "step_seconds": [s["seconds"] for s in steps],
+        "step_seconds": clock.wall,
+        "step_cpu_seconds": clock.cpu,
+        "logged_step_seconds": [s["seconds"] for s in steps],
         "losses": [s["loss"] for s in steps],
         "trainable_params": log["budget"]["trainable_params_measured"],
         "total_seconds": time.perf_counter() - started,
@@ -134,9 +158,10 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
         optimizer = technique.make_optimizer(model, LR, 0.0, {})
     else:
         optimizer = torch.optim.AdamW(params, lr=LR)
-    seconds, losses = [], []
+    losses = []
+    clock = StepClock()
+    clock.start()
     for step in range(steps):
-        step_start = time.perf_counter()
         batch = _peer_batch(examples, step, args.batch)
         loss = model(**batch).loss
         loss.backward()
@@ -146,9 +171,10 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
             model.base_model.update_and_allocate(step + 1)
         optimizer.zero_grad(set_to_none=True)
         losses.append(float(loss.detach()))
-        seconds.append(time.perf_counter() - step_start)
+        clock.tick()
     return {
-        "step_seconds": seconds,
+        "step_seconds": clock.wall,
+        "step_cpu_seconds": clock.cpu,
         "losses": losses,
         "trainable_params": sum(p.numel() for p in params),
         "total_seconds": time.perf_counter() - started,
@@ -166,6 +192,7 @@ def child(args: argparse.Namespace) -> int:
         side=args.side,
         technique=args.technique,
         seconds_per_step=median(timed),
+        cpu_seconds_per_step=median(result["step_cpu_seconds"][args.warm :]),
         peak_rss_mb=peak_rss_mb(),
         cpu_seconds=cpu_seconds() - cpu_before,
         loadavg_before=load_before,
@@ -214,6 +241,7 @@ def parent(args: argparse.Namespace) -> int:
                 runs[technique][side].append(data)
                 print(
                     f"[rep {rep}] {technique:9s} {side:4s} {data['seconds_per_step']:7.2f} s/step "
+                    f"({data['cpu_seconds_per_step']:6.2f} CPU s) "
                     f"rss {data['peak_rss_mb']:7.0f} MB  load {data['loadavg_after'][0]}",
                     flush=True,
                 )
@@ -225,7 +253,11 @@ def parent(args: argparse.Namespace) -> int:
         our_rss = median([r["peak_rss_mb"] for r in ours])
         peer_rss = median([r["peak_rss_mb"] for r in peer])
         # Paired per repetition too: each pair ran back to back under similar load.
-        paired = [o["seconds_per_step"] / p["seconds_per_step"] for o, p in zip(ours, peer)]
+        paired = [
+            o["seconds_per_step"] / p["seconds_per_step"] for o, p in zip(ours, peer, strict=True)
+        ]
+        our_cpu = median([r["cpu_seconds_per_step"] for r in ours])
+        peer_cpu = median([r["cpu_seconds_per_step"] for r in peer])
         rows.append(
             {
                 "technique": technique,
@@ -233,6 +265,9 @@ def parent(args: argparse.Namespace) -> int:
                 "peer_seconds_per_step": peer_s,
                 "time_ratio": our_s / peer_s,
                 "time_ratio_paired_median": median(paired),
+                "ours_cpu_seconds_per_step": our_cpu,
+                "peer_cpu_seconds_per_step": peer_cpu,
+                "cpu_ratio": our_cpu / peer_cpu,
                 "ours_peak_rss_mb": our_rss,
                 "peer_peak_rss_mb": peer_rss,
                 "rss_ratio": our_rss / peer_rss,
@@ -271,7 +306,8 @@ def parent(args: argparse.Namespace) -> int:
     for row in rows:
         print(
             f"{row['technique']:9s} time {row['time_ratio']:.3f}x "
-            f"(paired {row['time_ratio_paired_median']:.3f}x)  rss {row['rss_ratio']:.3f}x"
+            f"(paired {row['time_ratio_paired_median']:.3f}x, CPU {row['cpu_ratio']:.3f}x)  "
+            f"rss {row['rss_ratio']:.3f}x"
         )
     print(f"wrote {args.out}")
     return 0
