@@ -228,7 +228,8 @@ def _check_run_ids(runs: list[RunSpec], where: Path) -> None:
         raise WhichloraError(
             f"Study file {where}: several runs would be named {', '.join(dupes)} and share one "
             "folder (learning rates that round to the same tag, or labels that clash). Fix: use "
-            "learning rates that differ in their first three significant digits, or distinct technique labels."
+            "learning rates that differ in their first three significant digits, or distinct "
+            "technique labels."
         )
 
 
