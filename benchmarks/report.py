@@ -1,0 +1,512 @@
+"""BENCHMARKS.md from benchmarks/results/*.json: a summary table, then one section each.
+
+Only what is on disk is reported; a benchmark without results gets a "not run" line. Numbers
+come from the JSON files; the prose around them says how to read them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, command_line
+
+Row = tuple[str, str, str, str, str, str, str]  # what, ours, peer, ratio, goal, met, command
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _met(flag: bool | None) -> str:
+    return "n/a" if flag is None else ("**yes**" if flag else "**no**")
+
+
+def _load_range(values: list[list[float]]) -> str:
+    ones = [v[0] for v in values if v]
+    return f"{min(ones):.1f}-{max(ones):.1f}" if ones else "?"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def train_step(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 1. Training step: train_adapter vs a minimal PEFT loop", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    s = data["settings"]
+    loads = [
+        v
+        for row in data["rows"]
+        for side in ("ours", "peer")
+        for run in row["runs"][side]
+        for v in (run["loadavg_before"], run["loadavg_after"])
+    ]
+    lines += [
+        f"builtin:smollm2-135m, fp32, {s['threads']} threads, batches of exactly "
+        f"{s['batch']} x {s['seq']} tokens (bundled examples that fill {s['seq']} tokens), "
+        f"rank {s['rank']}, dropout {s['dropout']}; {s['warm_steps']} warm-up + "
+        f"{s['timed_steps']} timed steps per process, each side in its own fresh process, the "
+        f"two alternating, {s['reps']} repetitions; seconds per step = median of the timed "
+        "steps, then the median over repetitions. Peak RSS = the process's ru_maxrss at exit "
+        "(ours includes saving the adapter). 1-minute load average during the runs: "
+        f"{_load_range(loads)} on {data['machine'].get('cpus')} cores.",
+        "",
+    ]
+    rows: list[Row] = []
+    table = []
+    for r in data["rows"]:
+        t = r["technique"]
+        rows.append(
+            (
+                f"train step time, {t}",
+                f"{r['ours_seconds_per_step']:.2f} s",
+                f"{r['peer_seconds_per_step']:.2f} s",
+                f"{r['time_ratio']:.3f}",
+                "<= 1.05",
+                _met(r["time_met"]),
+                data["command"],
+            )
+        )
+        rows.append(
+            (
+                f"train peak RSS, {t}",
+                f"{r['ours_peak_rss_mb']:.0f} MB",
+                f"{r['peer_peak_rss_mb']:.0f} MB",
+                f"{r['rss_ratio']:.3f}",
+                "<= 1.10",
+                _met(r["rss_met"]),
+                data["command"],
+            )
+        )
+        per_rep = ", ".join(
+            f"{o['seconds_per_step']:.1f}/{p['seconds_per_step']:.1f}"
+            for o, p in zip(r["runs"]["ours"], r["runs"]["peer"], strict=True)
+        )
+        table.append(
+            [
+                t,
+                f"{r['ours_seconds_per_step']:.2f}",
+                f"{r['peer_seconds_per_step']:.2f}",
+                f"{r['time_ratio']:.3f}",
+                f"{r['time_ratio_paired_median']:.3f}",
+                f"{r.get('cpu_ratio', float('nan')):.3f}",
+                f"{r['ours_peak_rss_mb']:.0f} / {r['peer_peak_rss_mb']:.0f}",
+                f"{r['rss_ratio']:.3f}",
+                per_rep,
+            ]
+        )
+    lines += _table(
+        [
+            "technique",
+            "ours s/step",
+            "peer s/step",
+            "time ratio",
+            "paired ratio",
+            "CPU-time ratio",
+            "peak RSS MB ours / peer",
+            "RSS ratio",
+            "s/step per repetition (ours/peer)",
+        ],
+        table,
+    )
+    lines += [""]
+    return rows, lines
+
+
+def throughput(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 2. Useful training throughput on the bundled data", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    s, summ = data["settings"], data["summary"]
+    peaks = data["matmul_peaks"]
+    loads = [r["loadavg_after"] for rs in data["runs"].values() for r in rs]
+    peak_text = ", ".join(f"{p['gflops']:.0f}" for p in peaks)
+    check = data["loss_check"]
+    lines += [
+        f"LoRA rank {s['rank']} (dropout {s['dropout']}) on builtin:smollm2-135m, fp32, "
+        f"{s['threads']} threads, batch {s['batch']}, max_length {s['max_length']}, all "
+        f"{s['records']} bundled instruction records (13 languages); {s['warm_steps']} warm-up "
+        f"+ {s['timed_steps']} timed steps per run, {s['reps']} repetitions with the three "
+        "contenders alternating (order rotated) on fresh copies of one base. Tokens/s counts "
+        "non-padding tokens only. The floor is the speed a step would reach if it did only the "
+        f"forward and input-gradient matmuls (4 x {s['base_params'] / 1e6:.1f} M params x "
+        "tokens FLOPs) at the fp32 matmul peak measured in the same repetition "
+        f"({peak_text} GFLOP/s). 1-minute load average: "
+        f"{_load_range(loads)}.",
+        "",
+        f"Loss check (one real batch, no dropout): full logits {check['full_logits_loss']:.6f}, "
+        f"labelled positions only {check['label_positions_loss']:.6f} "
+        f"(|diff| {check['abs_diff']:.1e}).",
+        "",
+    ]
+    table = []
+    labels = {
+        "ours": "whichlora (length-grouped, head at labelled positions)",
+        "ours_full_head": "whichlora before the head change (full logits)",
+        "peer": "naive PEFT loop (random order, padded to max_length)",
+    }
+    for name, rs in data["runs"].items():
+        pad = ""
+        if rs and rs[0].get("padded_tokens"):
+            useful = sum(sum(r["tokens"]) for r in rs)
+            padded = sum(sum(r["padded_tokens"]) for r in rs)
+            pad = f"{useful / padded:.0%}"
+        table.append(
+            [
+                labels.get(name, name),
+                f"{summ[name]['tokens_per_s']:.1f}",
+                f"{summ[name]['floor_fraction']:.1%}",
+                ", ".join(f"{r['tokens_per_s']:.1f}" for r in rs),
+                pad,
+            ]
+        )
+    lines += _table(
+        ["contender", "tokens/s (median)", "of floor", "per repetition", "useful/computed"],
+        table,
+    )
+    lines += [""]
+    rows: list[Row] = []
+    if "ratio" in data:
+        rows.append(
+            (
+                "useful tokens/s, bundled data",
+                f"{summ['ours']['tokens_per_s']:.1f}",
+                f"{summ['peer']['tokens_per_s']:.1f}",
+                f"{data['ratio']:.2f}",
+                ">= 1.3",
+                _met(data["ratio_met"]),
+                data["command"],
+            )
+        )
+        rows.append(
+            (
+                "speed as a fraction of the matmul floor",
+                f"{summ['ours']['floor_fraction']:.1%}",
+                f"{summ['peer']['floor_fraction']:.1%}",
+                "-",
+                ">= 60%",
+                _met(data["floor_met"]),
+                data["command"],
+            )
+        )
+    if "head_change_speedup" in data:
+        rows.append(
+            (
+                "LM head only at labelled positions (after vs before)",
+                f"{summ['ours']['tokens_per_s']:.1f} tok/s",
+                f"{summ['ours_full_head']['tokens_per_s']:.1f} tok/s (before)",
+                f"{data['head_change_speedup']:.2f}",
+                "faster",
+                _met(data["head_change_speedup"] > 1.0),
+                data["command"],
+            )
+        )
+    return rows, lines
+
+
+def mc(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 3. Multiple-choice scoring: whichlora vs lm-eval's HFLM", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    b = data["bench_scoring"]
+    ours, theirs = b["whichlora"], b["lm_eval_hflm"]
+    lines += [
+        f"benchmarks/bench_scoring.py (its own interleaved timing and accuracy check) on "
+        f"builtin:smollm2-135m and the first {b['items']} of the {data['items_available']} "
+        f"bundled knowledge items (round-robin over the 13 languages; {b['requests']} "
+        f"loglikelihood requests), batch size {b['batch_size']}, {b['threads']} threads, "
+        f"{b['repeats']} repeats. 1-minute load average {data['loadavg_before'][0]} before, "
+        f"{data['loadavg_after'][0]} after. Exact call: `{data['scoring_command']}`.",
+        "",
+    ]
+    lines += _table(
+        ["scorer", "items/s", "items per CPU-s", "acc", "acc_norm", "seconds per repeat"],
+        [
+            [
+                name,
+                f"{r['items_per_s']:.2f}",
+                f"{r['items_per_cpu_s']:.2f}",
+                f"{r['acc']:.4f}",
+                f"{r['acc_norm']:.4f}",
+                ", ".join(f"{x:.1f}" for x in r["seconds"]),
+            ]
+            for name, r in (("whichlora", ours), ("lm-eval HFLM", theirs))
+        ],
+    )
+    lines += [
+        "",
+        f"Largest loglikelihood difference {b['max_abs_loglik_diff']:.2e}; differing "
+        f"predictions: {b['differing_predictions']}; identical accuracies: "
+        f"{data['identical_accuracies']}.",
+        "",
+    ]
+    row: Row = (
+        "multiple-choice items/s (identical acc)",
+        f"{ours['items_per_s']:.2f}",
+        f"{theirs['items_per_s']:.2f}",
+        f"{data['ratio']:.2f} (CPU {data['cpu_ratio']:.2f})",
+        ">= 2, same acc",
+        _met(data["met"]),
+        data["command"],
+    )
+    return [row], lines
+
+
+def study(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 4. Study-level work: base-model passes and model loads", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    a, b = data["studies"]
+    lines += [
+        "A tiny study (conftest's random 2-layer Llama, tests/test_runner.py's settings) run "
+        "through `whichlora.study.api.run_study` twice, with "
+        f"N={len(a['techniques'])} ({', '.join(a['techniques'])}) and "
+        f"N={len(b['techniques'])} ({', '.join(b['techniques'])}) techniques. Counted by "
+        "patching in the benchmark process only: `load_model` calls, decoder forward passes "
+        "(`LlamaModel.forward`) on the plain base vs a model with an adapter, per stage, and "
+        "the evaluation / embedding units that touch the base.",
+        "",
+    ]
+    table = []
+    for r in (a, b):
+        fw = r["forwards"]
+        table.append(
+            [
+                str(len(r["techniques"])),
+                ", ".join(f"{k} {v}" for k, v in r["loads"].items()) + f" (= {r['loads_total']})",
+                ", ".join(f"{k} {v['base']}" for k, v in fw.items() if v["base"]),
+                str(r["base_forwards_total"]),
+                ", ".join(f"{k} {v['adapted']}" for k, v in fw.items() if v["adapted"]),
+                ", ".join(f"{k} x{v}" for k, v in r["base_units"].items()),
+            ]
+        )
+    lines += _table(
+        [
+            "N",
+            "model loads by stage",
+            "base forwards by stage",
+            "base forwards",
+            "adapted forwards by stage",
+            "base units",
+        ],
+        table,
+    )
+    lines += [
+        "",
+        f"Model loads grow by {data['loads_per_extra_technique']:.0f} per technique (a fresh "
+        "base for training, then the base + adapter from disk for evaluation and for "
+        "embedding); the base itself is loaded once for evaluation and once for embedding.",
+        "",
+    ]
+    row: Row = (
+        "base evaluated / embedded per study",
+        f"once each at N={len(a['techniques'])} and N={len(b['techniques'])} "
+        f"({a['base_forwards_total']} vs {b['base_forwards_total']} base forwards)",
+        "N times (if per technique)",
+        "-",
+        "once, not N times",
+        _met(data["met"]),
+        data["command"],
+    )
+    return [row], lines
+
+
+def quickstart(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 5. Quickstart wall time", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    loads = [s["loadavg"][0] for s in data["load_samples"]]
+    lines += [
+        f"`{data['study_command']}`: {data['wall_seconds']:.0f} s wall "
+        f"({data['wall_seconds'] / 60:.1f} min), {data['cpu_seconds']:.0f} s CPU of the whole "
+        f"process tree ({data['cpu_per_wall']:.2f} cores busy on average). 1-minute load "
+        f"average sampled every 15 s: mean {data['mean_load_1min']:.1f}, range "
+        f"{min(loads, default=0):.1f}-{max(loads, default=0):.1f} on "
+        f"{data['machine'].get('cpus')} cores.",
+        "",
+    ]
+    stages = sorted(data["stages"].items(), key=lambda kv: -kv[1])
+    lines += _table(
+        ["stage (sum of unit seconds)", "seconds", "share"],
+        [
+            [name, f"{sec:.0f}", f"{sec / max(sum(data['stages'].values()), 1e-9):.0%}"]
+            for name, sec in stages
+        ],
+    )
+    lines += [""]
+    units = sorted(data["units"], key=lambda u: -(u["seconds"] or 0))[:8]
+    lines += [
+        "Slowest units: "
+        + ", ".join(
+            f"{u['run_id']}/{u['stage']} {u['seconds']:.0f} s" for u in units if u["seconds"]
+        )
+        + ".",
+        "",
+    ]
+    row: Row = (
+        "quickstart end to end (2 cores)",
+        f"{data['wall_seconds'] / 60:.1f} min wall, {data['cpu_seconds'] / 60:.1f} min CPU",
+        "-",
+        "-",
+        "<= 10 min",
+        _met(data["met"]),
+        data["command"],
+    )
+    return [row], lines
+
+
+def profile(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 6. Profile of the slowest stage (training), before and after", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    before, after = data["summary"]["before"], data["summary"]["after"]
+    r = data["request"]
+    lines += [
+        f"torch.profiler over quickstart run `{data['run']}` ({r['technique']}, batch "
+        f"{r['batch_size']}, max_length {r['max_length']}, dropout {r['dropout']}, "
+        f"{r['threads']} threads, the quickstart's training records), {r['steps']} steps of "
+        f"which the first is a warm-up, the two variants alternating; self CPU seconds per "
+        "step by category (profiling adds overhead: compare the columns, not with section 1).",
+        "",
+    ]
+    cats = sorted(
+        set(before["self_cpu_seconds_per_step"]) | set(after["self_cpu_seconds_per_step"]),
+        key=lambda c: -before["self_cpu_seconds_per_step"].get(c, 0.0),
+    )
+    table = [
+        [
+            c,
+            f"{before['self_cpu_seconds_per_step'].get(c, 0.0):.2f}",
+            f"{after['self_cpu_seconds_per_step'].get(c, 0.0):.2f}",
+        ]
+        for c in cats
+    ]
+    table.append(
+        [
+            "**wall seconds per step**",
+            f"{before['seconds_per_step']:.2f}",
+            f"{after['seconds_per_step']:.2f}",
+        ]
+    )
+    lines += _table(["category", "before (full logits)", "after (labelled positions)"], table)
+    lines += [""]
+    row: Row = (
+        "profiled quickstart train step (after vs before)",
+        f"{after['seconds_per_step']:.1f} s",
+        f"{before['seconds_per_step']:.1f} s (before)",
+        f"{data['speedup']:.2f}x faster",
+        "faster",
+        _met(data["speedup"] > 1.0),
+        data["command"],
+    )
+    return [row], lines
+
+
+def threads(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 7. Threads on a shared machine (finding outside batching/loop)", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    loads = [r["loadavg"] for rs in data["runs"].values() for r in rs]
+    summ = data["summary"]
+    lines += [
+        "One LoRA step (8 x 128 tokens) in one process, alternating 1 and 2 torch threads, "
+        f"1-minute load average {_load_range(loads)}:",
+        "",
+    ]
+    lines += _table(
+        ["threads", "wall s/step", "CPU s/step", "per step"],
+        [
+            [
+                n,
+                f"{s['seconds_per_step']:.1f}",
+                f"{s['cpu_seconds_per_step']:.1f}",
+                ", ".join(f"{r['seconds']:.1f}" for r in data["runs"][n]),
+            ]
+            for n, s in summ.items()
+        ],
+    )
+    lines += [""]
+    return [], lines
+
+
+# --------------------------------------------------------------------------- document
+
+INTRO = """\
+# Benchmarks
+
+Written by `benchmarks/run_all.py` (`make bench`) from `benchmarks/results/*.json`; every row
+names the command that reproduces it (from the repository root). Each comparison runs ours
+and the peer side by side in the same run, alternating, and reports medians over repetitions
+and their ratio.
+
+**Read the absolute numbers with care: the machine ({cpu}, {cpus} cores) was shared with
+other processes during every measurement** (1-minute load averages of about 4 to 12 on 2
+cores; each section gives its own). With two intra-op threads per process on an
+oversubscribed machine, every parallel operator waits for its second thread to be scheduled
+(section 7), so steps take several times longer than on an idle machine and vary a lot from
+step to step. Ratios between contenders measured alternately are far steadier than the
+absolute times, which are upper bounds.
+"""
+
+
+def write_report(out: Path) -> None:
+    sections = [
+        train_step(_load("train_step")),
+        throughput(_load("throughput")),
+        mc(_load("mc_scoring")),
+        study(_load("study_work")),
+        quickstart(_load("quickstart")),
+        profile(_load("profile")),
+        threads(_load("threads")),
+    ]
+    machine = {}
+    for name in ("train_step", "throughput", "quickstart", "mc_scoring"):
+        data = _load(name)
+        if data:
+            machine = data["machine"]
+            break
+    lines = [
+        INTRO.format(cpu=machine.get("cpu", "?"), cpus=machine.get("cpus", "?")),
+        f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')}; torch {machine.get('torch', '?')}, "
+        f"Python {machine.get('python', '?')}. Rebuild this file from the results with "
+        f"`{command_line('run_all.py', '--report-only')}`.",
+        "",
+        "## Summary",
+        "",
+    ]
+    rows = [row for section_rows, _ in sections for row in section_rows]
+    lines += _table(
+        ["what", "ours", "peer", "ratio", "goal", "met?", "reproduce"],
+        [[*row[:6], f"`{row[6]}`"] for row in rows],
+    )
+    lines += ["", NOTES, ""]
+    for _, section_lines in sections:
+        lines += section_lines
+    out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+
+
+NOTES = """\
+### What changed in the source, and why
+
+- `src/whichlora/train/loop.py`: the loss of a batch is computed by `batch_loss`, which, for
+  models whose forward takes a boolean `logits_to_keep` mask (transformers' causal LMs that
+  use `slice_logits_to_keep`; `head_on_label_positions` checks), applies the LM head and the
+  cross-entropy only at positions whose next token is labelled (`shift_labels` passed to
+  transformers' own loss). Under response-only loss the prompt and padding logits were
+  computed, upcast and log-softmaxed over a 49152-word vocabulary, then ignored. The loss and
+  gradients are the same (loss differences ~1e-7 from summation order; AdaLoRA's
+  orthogonality term is still added because the model still returns the loss). Other models
+  keep the full-logits call. `train_adapter`'s signature and log are unchanged.
+- `src/whichlora/train/batching.py`: unchanged; its length grouping is what section 2
+  measures against a padded loop.
+"""
