@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from whichlora.analyze.significance import RESULT_COLUMNS
 from whichlora.evaluate.suite import HIGHER_IS_BETTER
 from whichlora.report.inputs import ReportInputs
 
@@ -24,22 +25,8 @@ METRIC_NAMES = {
     "chrf": "chrF",
     "fidelity": "language fidelity",
 }
-COMPARISON_COLUMNS = [
-    "family",
-    "metric",
-    "technique",
-    "baseline",
-    "n_pairs",
-    "n_examples",
-    "mean_diff",
-    "ci_low",
-    "ci_high",
-    "wilcoxon_p",
-    "p_holm",
-    "rank_biserial",
-    "significant",
-    "direction",
-]
+# The analysis stage's result columns, with the family first and a direction instead of the verdict.
+COMPARISON_COLUMNS = ["family"] + [c for c in RESULT_COLUMNS if c != "verdict"] + ["direction"]
 
 
 def _payload(text: str) -> dict[str, Any]:

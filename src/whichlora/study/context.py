@@ -101,7 +101,7 @@ def _check_executor(study: Study, where: Path) -> None:
 def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) -> None:
     """Resolve every run's adapter settings on the model's config (meta device: no weights), so
     an impossible rank or a bad technique option fails now, not hours into the study."""
-    from whichlora.techniques.budget import resolve_settings
+    from whichlora.techniques.budget import settings_for_request
     from whichlora.techniques.registry import get_technique
 
     checked: set[str] = set()
@@ -124,18 +124,7 @@ def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) 
         checked.add(key)
         technique = get_technique(request.technique)
         try:
-            settings, _ = resolve_settings(
-                config,
-                technique,
-                rank=request.rank,
-                trainable_params=request.trainable_params,
-                fraction=request.fraction,
-                alpha=request.alpha,
-                dropout=request.dropout,
-                target_modules=request.target_modules,
-                total_steps=request.steps,
-                options=request.options,
-            )
+            settings, _ = settings_for_request(config, technique, request)
             _check_optimizer(config, technique, settings, request)
         except WhichloraError as exc:
             raise WhichloraError(f"Study file {where}, technique '{run.label}': {exc}") from None

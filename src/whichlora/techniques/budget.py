@@ -156,3 +156,21 @@ def resolve_settings(
         "trainable_fraction": actual / base,
     }
     return settings, record
+
+
+def settings_for_request(
+    model_config: Any, technique: Technique, request: Any
+) -> tuple[AdapterSettings, dict[str, Any]]:
+    """`resolve_settings` for a run's TrainRequest (its budget fields and step count)."""
+    return resolve_settings(
+        model_config,
+        technique,
+        rank=request.rank,
+        trainable_params=request.trainable_params,
+        fraction=request.fraction,
+        alpha=request.alpha,
+        dropout=request.dropout,
+        target_modules=request.target_modules,
+        total_steps=request.steps,
+        options=request.options,
+    )

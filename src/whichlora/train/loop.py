@@ -23,7 +23,7 @@ from whichlora.data.records import Record
 from whichlora.errors import WhichloraError
 from whichlora.models.loading import LoadedModel, load_model
 from whichlora.paths import atomic_directory, write_json_atomic
-from whichlora.techniques.budget import resolve_settings
+from whichlora.techniques.budget import settings_for_request
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
@@ -189,18 +189,7 @@ def train_adapter(
             "No training example has a response left after truncation. Fix: raise "
             "training.max_length or check the data source."
         )
-    settings, budget = resolve_settings(
-        model.config,
-        technique,
-        rank=request.rank,
-        trainable_params=request.trainable_params,
-        fraction=request.fraction,
-        alpha=request.alpha,
-        dropout=request.dropout,
-        target_modules=request.target_modules,
-        total_steps=request.steps,
-        options=request.options,
-    )
+    settings, budget = settings_for_request(model.config, technique, request)
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     with atomic_directory(out_dir) as scratch:
         model = get_peft_model(model, technique.build_config(settings))
