@@ -163,6 +163,21 @@ def check_same_loss(base: Any, records: list[Any], max_length: int) -> dict[str,
     return {"full_logits_loss": full, "label_positions_loss": keep, "abs_diff": abs(full - keep)}
 
 
+def _command_args(args: argparse.Namespace) -> list[str]:
+    """The flags that differ from the defaults, to reproduce this result."""
+    out = [f"--reps {args.reps}"]
+    if args.threads != 2:
+        out.append(f"--threads {args.threads}")
+    if (args.warm, args.timed, args.batch, args.max_length) != (1, 5, 8, 256):
+        out.append(
+            f"--warm {args.warm} --timed {args.timed} --batch {args.batch} "
+            f"--max-length {args.max_length}"
+        )
+    if args.out != RESULTS / "throughput.json":
+        out.append(f"--out {args.out}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -219,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report: dict[str, Any] = {
         "benchmark": "throughput",
-        "command": command_line("bench_throughput.py", f"--reps {args.reps}"),
+        "command": command_line("bench_throughput.py", *_command_args(args)),
         "settings": {
             "model": MODEL,
             "technique": "lora",

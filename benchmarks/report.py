@@ -123,10 +123,31 @@ def train_step(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     return rows, lines
 
 
-def throughput(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+def throughput(
+    data: dict[str, Any] | None, one_thread: dict[str, Any] | None = None
+) -> tuple[list[Row], list[str]]:
     lines = ["## 2. Useful training throughput on the bundled data", ""]
     if data is None:
         return [], lines + ["Not run.", ""]
+    rows, body = _throughput_body(data, "")
+    lines += body
+    if one_thread is not None:
+        lines += [
+            "### The same with 1 thread",
+            "",
+            "Section 7 shows that on this shared machine two threads mostly wait for each "
+            "other. The same benchmark with `--threads 1` (the matmul peak also measured on "
+            "1 thread) shows what the loop reaches when its thread is not starved:",
+            "",
+        ]
+        more_rows, more = _throughput_body(one_thread, " (1 thread)")
+        rows += more_rows
+        lines += more
+    return rows, lines
+
+
+def _throughput_body(data: dict[str, Any], tag: str) -> tuple[list[Row], list[str]]:
+    lines: list[str] = []
     s, summ = data["settings"], data["summary"]
     peaks = data["matmul_peaks"]
     loads = [r["loadavg_after"] for rs in data["runs"].values() for r in rs]
@@ -179,7 +200,7 @@ def throughput(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     if "ratio" in data:
         rows.append(
             (
-                "useful tokens/s, bundled data",
+                f"useful tokens/s, bundled data{tag}",
                 f"{summ['ours']['tokens_per_s']:.1f}",
                 f"{summ['peer']['tokens_per_s']:.1f}",
                 f"{data['ratio']:.2f}",
@@ -190,7 +211,7 @@ def throughput(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         )
         rows.append(
             (
-                "speed as a fraction of the matmul floor",
+                f"speed as a fraction of the matmul floor{tag}",
                 f"{summ['ours']['floor_fraction']:.1%}",
                 f"{summ['peer']['floor_fraction']:.1%}",
                 "-",
@@ -202,7 +223,7 @@ def throughput(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     if "head_change_speedup" in data:
         rows.append(
             (
-                "LM head only at labelled positions (after vs before)",
+                f"LM head only at labelled positions (after vs before){tag}",
                 f"{summ['ours']['tokens_per_s']:.1f} tok/s",
                 f"{summ['ours_full_head']['tokens_per_s']:.1f} tok/s (before)",
                 f"{data['head_change_speedup']:.2f}",
@@ -462,7 +483,7 @@ absolute times, which are upper bounds.
 def write_report(out: Path) -> None:
     sections = [
         train_step(_load("train_step")),
-        throughput(_load("throughput")),
+        throughput(_load("throughput"), _load("throughput_1thread")),
         mc(_load("mc_scoring")),
         study(_load("study_work")),
         quickstart(_load("quickstart")),
