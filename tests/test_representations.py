@@ -107,7 +107,7 @@ def test_misaligned_or_bad_input_is_refused(model: Any, tokenizer: Any) -> None:
 def _ctx(tmp_path: Path, model_dir: Path) -> SimpleNamespace:
     spec = SimpleNamespace(id=str(model_dir), dtype="float32")
     return SimpleNamespace(
-        study=SimpleNamespace(model=spec),
+        study=SimpleNamespace(model=spec, evaluation=SimpleNamespace(merge_adapters=True)),
         study_dir=tmp_path,
         run_dir=lambda run_id: tmp_path / "runs" / run_id,
     )

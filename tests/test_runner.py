@@ -130,3 +130,47 @@ def test_ray_executor_runs_two_runs_with_the_same_results_as_local(
     local_dump, ray_dump = results_of(tmp_path / "local"), results_of(tmp_path / "ray-out")
     assert ray_dump["metrics"] == local_dump["metrics"]
     assert ray_dump["training"] == local_dump["training"]
+
+
+@pytest.mark.parametrize("technique", ["dora", "vera", "adalora", "pissa"])
+def test_merged_adapter_scores_like_the_unmerged_one(
+    technique: str, tmp_path: Path, tiny_model_dir: Path, train_tiny: Any
+) -> None:
+    """Scoring merges each adapter into a fresh base: a plain model, same metrics."""
+    import math
+    from types import SimpleNamespace
+
+    from peft import PeftModel
+
+    from whichlora.config.study import parse_study
+    from whichlora.evaluate.suite import evaluate_model
+    from whichlora.study.datasets import evaluation_set, training_data
+    from whichlora.study.runner import load_scoring_model
+
+    overrides = {"rank": 16} if technique == "vera" else {}
+    trained = train_tiny(technique, learning_rate=5e-2, steps=3, **overrides)
+    results = {}
+    for merge in (True, False):
+        study = parse_study(
+            tiny_study(
+                tiny_model_dir,
+                evaluation={
+                    "languages": ["en", "de"],
+                    "items_per_language": 4,
+                    "generation_items": 1,
+                    "max_new_tokens": 4,
+                    "merge_adapters": merge,
+                },
+            )
+        )
+        ctx = SimpleNamespace(study=study, run_dir=lambda _run_id: trained.out_dir)
+        model, tokenizer = load_scoring_model(ctx, "run")  # type: ignore[arg-type]
+        assert isinstance(model, PeftModel) is not merge
+        evalset = evaluation_set(study, training_data(study)[1])
+        result = evaluate_model(model, tokenizer, evalset, "run", max_new_tokens=4)
+        results[merge] = {(m["language"], m["metric"]): m["value"] for m in result.metrics}
+    assert results[True].keys() == results[False].keys()
+    for key, merged in results[True].items():
+        assert math.isclose(merged, results[False][key], rel_tol=1e-4, abs_tol=1e-4), key
+    base_model, _ = load_scoring_model(ctx, "base")  # type: ignore[arg-type]
+    assert not isinstance(base_model, PeftModel)

@@ -219,6 +219,7 @@ def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]
         "dtype": spec.dtype,
         "run": run_id,
         "adapter": adapter,
+        "merged": bool(ctx.study.evaluation.merge_adapters),
         "languages": list(texts),
         "texts": {lang: list(sentences) for lang, sentences in texts.items()},
     }

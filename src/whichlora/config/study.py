@@ -183,6 +183,11 @@ class EvaluationSpec(Strict):
     generation_items: Annotated[int, Field(ge=0)] = 10
     max_new_tokens: Annotated[int, Field(ge=1)] = 48
     batch_size: Annotated[int, Field(ge=1)] = 16
+    merge_adapters: bool = Field(
+        True,
+        description="score and embed each adapter merged into a fresh base: same function, "
+        "base speed (unmerged DoRA and VeRA rebuild weights at every forward)",
+    )
     harness_tasks: list[str] = Field(
         default_factory=list,
         description="lm-evaluation-harness tasks (pip install whichlora[harness])",
