@@ -16,7 +16,7 @@ from whichlora.report.document import (
     Table,
     cell_classes,
 )
-from whichlora.report.figures import loss_figure
+from whichlora.report.figures import loss_figure, smoothing_window
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.layers import (
     ALIGNMENT_TITLES,
@@ -169,11 +169,19 @@ def training_section(inputs: ReportInputs) -> Section:
     if inputs.training.empty:
         section.note("No training logs yet.")
     else:
+        steps = int(inputs.training.groupby("run_id")["step"].count().max())
+        window = smoothing_window(steps)
+        caption = "Training loss (cross-entropy) per optimizer step for every run in the results"
+        if window > 1:
+            caption += (
+                f": thin lines per step, bold lines the trailing mean over {window} steps "
+                "(single steps jump with each batch's languages and lengths)"
+            )
         section.blocks.append(
             Figure(
                 "training_loss",
                 loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
-                "Training loss per optimizer step for every run in the results.",
+                caption + ".",
                 "Line plot of training loss per step for each run",
             )
         )

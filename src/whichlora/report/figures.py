@@ -65,11 +65,19 @@ def tradeoff_figure(
     return to_png(fig)
 
 
+def smoothing_window(steps: int) -> int:
+    """Steps in the trailing mean drawn over a loss curve (1: none). Per-step losses jump with
+    each batch's languages and lengths; the trend is what a reader wants to see."""
+    window = min(50, steps // 4)
+    return window if window >= 2 else 1
+
+
 @styled
 def loss_figure(
     training: pd.DataFrame, runs: pd.DataFrame, palette: Palette, labels: list[str]
 ) -> bytes:
-    """Loss per optimizer step for every run: colour = technique, line style = seed."""
+    """Loss per optimizer step for every run (thin) and its trailing mean (bold): colour =
+    technique, line style = seed."""
     fig, ax = figure(8.5, 4.2)
     seeds = sorted(runs["seed"].unique())
     style = {seed: LINESTYLES[i % len(LINESTYLES)] for i, seed in enumerate(seeds)}
@@ -77,14 +85,14 @@ def loss_figure(
         steps = training[training["run_id"] == run.run_id].sort_values("step")
         if steps.empty:
             continue
-        ax.plot(
-            steps["step"],
-            steps["loss"],
-            color=palette.color(run.label),
-            ls=style[run.seed],
-            lw=1.3,
-            alpha=0.9,
-        )
+        window = smoothing_window(len(steps))
+        color, ls = palette.color(run.label), style[run.seed]
+        if window > 1:
+            ax.plot(steps["step"], steps["loss"], color=color, ls=ls, lw=0.8, alpha=0.3)
+            trend = steps["loss"].rolling(window, min_periods=1).mean()
+            ax.plot(steps["step"], trend, color=color, ls=ls, lw=1.8, alpha=0.95)
+        else:
+            ax.plot(steps["step"], steps["loss"], color=color, ls=ls, lw=1.3, alpha=0.9)
     handles = [Line2D([], [], color=palette.color(lab), lw=2) for lab in labels]
     names = list(labels)
     if len(seeds) > 1:

@@ -122,30 +122,60 @@ def head_on_label_positions(model: Any) -> bool:
     return "logits_to_keep" in params and hasattr(module, "slice_logits_to_keep")
 
 
-def batch_loss(model: Any, batch: dict[str, Any], label_positions_only: bool) -> Any:
-    """Mean next-token loss over the labelled tokens of a right-padded batch.
+def batch_losses(
+    model: Any, batch: dict[str, Any], label_positions_only: bool
+) -> tuple[Any, float]:
+    """(objective, cross-entropy) of a right-padded batch: the tensor to minimise, and the mean
+    next-token loss over the labelled tokens as a float.
+
+    The two differ only for techniques that add a penalty inside the model's forward (AdaLoRA
+    adds its orthogonality term to the returned loss). Loss curves and summaries report the
+    cross-entropy, so every technique's curve means the same thing.
 
     With `label_positions_only`, the LM head and the loss run only at positions whose next token
     is labelled (the response, under response-only loss): the logits at prompt and padding
     positions are discarded by the loss anyway, and on a small model the vocabulary projection
     is a fifth of the matmul FLOPs (SmolLM2-135M: 28M of 135M weights), plus a float copy and
-    a log-softmax as wide. Same loss and gradients as the full-logits call; AdaLoRA's
-    orthogonality term is still added, since the model still returns the loss.
+    a log-softmax as wide. Same loss and gradients as the full-logits call.
     """
-    if not label_positions_only:
-        return model(**batch).loss
     import torch
 
-    shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-    keep = shifted != IGNORE_INDEX
-    targets = shifted[keep]
-    return model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        labels=targets,
-        shift_labels=targets,
-        logits_to_keep=keep,
-    ).loss
+    if label_positions_only:
+        shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+        keep = shifted != IGNORE_INDEX
+        targets = shifted[keep]
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=targets,
+            shift_labels=targets,
+            logits_to_keep=keep,
+        )
+    else:
+        out = model(**batch)
+        targets = batch["labels"][:, 1:]
+    objective = out.loss
+    if not _adds_penalty(model):
+        return objective, float(objective.detach())
+    with torch.no_grad():
+        logits = out.logits if label_positions_only else out.logits[:, :-1]
+        ce = torch.nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )
+    return objective, float(ce)
+
+
+def _adds_penalty(model: Any) -> bool:
+    """AdaLoRA's model adds `orth_reg_weight * penalty` to the loss it returns."""
+    config = getattr(model, "peft_config", {}).get("default")
+    return float(getattr(config, "orth_reg_weight", 0.0) or 0.0) > 0
+
+
+def batch_loss(model: Any, batch: dict[str, Any], label_positions_only: bool) -> Any:
+    """The objective tensor of a batch (see `batch_losses`)."""
+    return batch_losses(model, batch, label_positions_only)[0]
 
 
 def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
@@ -225,15 +255,17 @@ def train_adapter(
         for step in range(request.steps):
             step_start = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
-            total_loss, step_tokens = 0.0, 0
+            total_loss, total_objective, step_tokens = 0.0, 0.0, 0
             for _ in range(request.grad_accum):
                 batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
-                loss = batch_loss(model, batch, label_positions_only) / request.grad_accum
-                loss.backward()
-                total_loss += float(loss.detach())
+                objective, cross_entropy = batch_losses(model, batch, label_positions_only)
+                (objective / request.grad_accum).backward()
+                total_objective += float(objective.detach()) / request.grad_accum
+                total_loss += cross_entropy / request.grad_accum
                 step_tokens += int(batch["attention_mask"].sum())
-            if not math.isfinite(total_loss):
-                raise TrainingDiverged(f"loss became {total_loss} at step {step + 1}")
+            for value in (total_objective, total_loss):
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"loss became {value} at step {step + 1}")
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], request.max_grad_norm
@@ -251,7 +283,8 @@ def train_adapter(
             steps.append(
                 {
                     "step": step + 1,
-                    "loss": total_loss,
+                    "loss": total_loss,  # cross-entropy: comparable across techniques
+                    "objective": total_objective,  # what the optimizer minimised
                     "lr": lr_now,
                     "grad_norm": grad_norm,
                     "tokens": step_tokens,
@@ -284,6 +317,10 @@ def train_adapter(
                 "examples": len(examples),
                 "first_loss": steps[0]["loss"],
                 "final_loss": steps[-1]["loss"],
+                # single steps jump with each batch's languages and lengths: the trend is the
+                # mean over the first and last quarter of the steps
+                "start_loss": _mean_loss(steps[: max(1, len(steps) // 4)]),
+                "end_loss": _mean_loss(steps[-max(1, len(steps) // 4) :]),
                 "wall_seconds": wall,
                 "seconds_per_step": wall / request.steps,
                 "tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
@@ -295,6 +332,10 @@ def train_adapter(
         }
         write_json_atomic(scratch / LOG_FILE, _jsonable(log))
     return log
+
+
+def _mean_loss(steps: list[dict[str, Any]]) -> float:
+    return sum(s["loss"] for s in steps) / len(steps)
 
 
 def _jsonable(value: Any) -> Any:
