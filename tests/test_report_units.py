@@ -224,3 +224,61 @@ def test_verdict_gives_the_analysis_reason_when_nothing_was_compared(study: Stud
     text = _verdict(study, rows)
     assert text.startswith("No technique could be compared with the baseline")
     assert "transfer: baseline 'lora' is not among" in text
+
+
+# --------------------------------------------------------------------------- descriptive wording
+
+
+@pytest.mark.parametrize(
+    ("transfer", "retention", "expect", "refuse"),
+    [
+        # every technique lost accuracy on target languages and on the source
+        (
+            {"a": -0.05, "b": -0.02},
+            {"a": -0.01, "b": -0.03},
+            ["every technique lost on target languages, b least (-2 pp)", "a forgot least"],
+            ["gained most"],
+        ),
+        # one gained on target languages; one even improved the source
+        (
+            {"a": 0.04, "b": -0.02},
+            {"a": -0.01, "b": 0.02},
+            ["a gained most on target languages (+4 pp)", "b did best on the source"],
+            ["every technique lost", "forgot least"],
+        ),
+    ],
+)
+def test_descriptive_sentence_says_lost_when_nothing_gained(
+    transfer: dict[str, float], retention: dict[str, float], expect: list[str], refuse: list[str]
+) -> None:
+    import pandas as pd
+
+    from whichlora.report.sections import _descriptive
+
+    points = pd.DataFrame(
+        [
+            {"technique": t, "metric": "mc_acc", "transfer": transfer[t], "retention": retention[t]}
+            for t in transfer
+        ]
+    )
+    text = _descriptive(points)
+    for phrase in expect:
+        assert phrase in text, text
+    for phrase in refuse:
+        assert phrase not in text, text
+
+
+def test_descriptive_sentence_treats_rounding_noise_as_no_change() -> None:
+    import pandas as pd
+
+    from whichlora.report.sections import _descriptive
+
+    points = pd.DataFrame(
+        [
+            {"technique": "a", "metric": "mc_acc", "transfer": -2.2e-17, "retention": 0.0},
+            {"technique": "b", "metric": "mc_acc", "transfer": -0.05, "retention": 0.0},
+        ]
+    )
+    text = _descriptive(points)
+    assert "no technique gained on target languages (a: +0 pp)" in text, text
+    assert "e-1" not in text, text

@@ -91,6 +91,29 @@ def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
     return section
 
 
+def _tidy(value: float) -> float:
+    """Means of identical scores differ from 0 by summation noise (1e-15): that is no change."""
+    return 0.0 if abs(value) < 1e-9 else float(value)
+
+
+def _transfer_phrase(gain: pd.Series, unit: str) -> str:
+    """Best mean change on target languages, worded for its sign (a loss is not a gain)."""
+    best, value = gain.idxmax(), _tidy(gain.max())
+    if value > 0:
+        return f"{best} gained most on target languages ({value:+.3g} {unit})"
+    if value == 0:
+        return f"no technique gained on target languages ({best}: {value:+.3g} {unit})"
+    return f"every technique lost on target languages, {best} least ({value:+.3g} {unit})"
+
+
+def _retention_phrase(loss: pd.Series, unit: str) -> str:
+    """Smallest mean retention loss on the source, worded for its sign."""
+    best, value = loss.idxmin(), _tidy(loss.min())
+    if value > 0:
+        return f"{best} forgot least on the source ({-value:+.3g} {unit})"
+    return f"{best} did best on the source, with no loss ({-value:+.3g} {unit})"
+
+
 def _descriptive(points: pd.DataFrame) -> str:
     """Which technique looks best on average: useful orientation, flagged as not a test."""
     if points.empty or points["technique"].nunique() < 2:
@@ -104,9 +127,7 @@ def _descriptive(points: pd.DataFrame) -> str:
         gain, loss = sign * scale * means["transfer"], -sign * scale * means["retention"]
         unit = "pp" if unit == "percentage points" else unit
         parts.append(
-            f"on {name}, {gain.idxmax()} gained most on target languages "
-            f"({gain.max():+.3g} {unit}) and {loss.idxmin()} lost least on the source "
-            f"({loss.min():+.3g} {unit})"
+            f"on {name}, {_transfer_phrase(gain, unit)} and {_retention_phrase(loss, unit)}"
         )
     return (
         "Descriptively (means, not a significance claim): " + "; ".join(parts) + "."
