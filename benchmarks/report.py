@@ -135,9 +135,9 @@ def throughput(
         lines += [
             "### The same with 1 thread",
             "",
-            "Section 7 shows that on this shared machine two threads mostly wait for each "
-            "other. The same benchmark with `--threads 1` (the matmul peak also measured on "
-            "1 thread) shows what the loop reaches when its thread is not starved:",
+            "The same benchmark with `--threads 1` (the matmul peak also measured on 1 "
+            "thread): what the loop reaches when one thread does all the work (section 7 "
+            "compares 1 and 2 threads per process):",
             "",
         ]
         more_rows, more = _throughput_body(one_thread, " (1 thread)")
@@ -434,7 +434,7 @@ def profile(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
 
 
 def threads(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
-    lines = ["## 7. Threads on a shared machine (finding outside batching/loop)", ""]
+    lines = ["## 7. One or two threads per process", ""]
     if data is None:
         return [], lines + ["Not run.", ""]
     loads = [r["loadavg"] for rs in data["runs"].values() for r in rs]
@@ -470,14 +470,56 @@ names the command that reproduces it (from the repository root). Each comparison
 and the peer side by side in the same run, alternating, and reports medians over repetitions
 and their ratio.
 
-**Read the absolute numbers with care: the machine ({cpu}, {cpus} cores) was shared with
-other processes during every measurement** (1-minute load averages of about 4 to 12 on 2
-cores; each section gives its own). With two intra-op threads per process on an
-oversubscribed machine, every parallel operator waits for its second thread to be scheduled
-(section 7), so steps take several times longer than on an idle machine and vary a lot from
-step to step. Ratios between contenders measured alternately are far steadier than the
-absolute times, which are upper bounds.
+Machine: {cpu}, {cpus} cores. {load_sentence}
 """
+
+
+def _loads_in(value: Any) -> list[float]:
+    """Every 1-minute load average recorded anywhere in a result (keys starting 'loadavg')."""
+    found: list[float] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            loadavg = key.startswith("loadavg") and isinstance(item, list) and item
+            if loadavg and isinstance(item[0], int | float):
+                found.append(float(item[0]))
+            else:
+                found += _loads_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += _loads_in(item)
+    return found
+
+
+def load_sentence(results: list[dict[str, Any]], cpus: Any) -> str:
+    """How busy the machine was: idle numbers can be read as they are, busy ones cannot."""
+    loads = [v for data in results for v in _loads_in(data)]
+    if not loads:
+        return "The load during the runs was not recorded."
+    top = max(loads)
+    text = (
+        f"1-minute load averages sampled during the runs: {min(loads):.1f} to {top:.1f} "
+        f"(each section gives its own)."
+    )
+    if isinstance(cpus, int) and top > cpus + 1.5:
+        text += (
+            " **Some runs shared the machine with other processes**: their absolute times are "
+            "upper bounds; ratios measured alternately are steadier."
+        )
+    else:
+        text += " The benchmarks ran alone: besides themselves, nothing else used the cores."
+    return text
+
+
+RESULT_NAMES = (
+    "train_step",
+    "throughput",
+    "throughput_1thread",
+    "mc_scoring",
+    "study_work",
+    "quickstart",
+    "profile",
+    "threads",
+)
 
 
 def write_report(out: Path) -> None:
@@ -497,7 +539,13 @@ def write_report(out: Path) -> None:
             machine = data["machine"]
             break
     lines = [
-        INTRO.format(cpu=machine.get("cpu", "?"), cpus=machine.get("cpus", "?")),
+        INTRO.format(
+            cpu=machine.get("cpu", "?"),
+            cpus=machine.get("cpus", "?"),
+            load_sentence=load_sentence(
+                [d for d in map(_load, RESULT_NAMES) if d], machine.get("cpus")
+            ),
+        ),
         f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')}; torch {machine.get('torch', '?')}, "
         f"Python {machine.get('python', '?')}. Rebuild this file from the results with "
         f"`{command_line('run_all.py', '--report-only')}`.",
@@ -519,15 +567,27 @@ def write_report(out: Path) -> None:
 NOTES = """\
 ### What changed in the source, and why
 
-- `src/whichlora/train/loop.py`: the loss of a batch is computed by `batch_loss`, which, for
-  models whose forward takes a boolean `logits_to_keep` mask (transformers' causal LMs that
-  use `slice_logits_to_keep`; `head_on_label_positions` checks), applies the LM head and the
-  cross-entropy only at positions whose next token is labelled (`shift_labels` passed to
-  transformers' own loss). Under response-only loss the prompt and padding logits were
-  computed, upcast and log-softmaxed over a 49152-word vocabulary, then ignored. The loss and
-  gradients are the same (loss differences ~1e-7 from summation order; AdaLoRA's
-  orthogonality term is still added because the model still returns the loss). Other models
-  keep the full-logits call. `train_adapter`'s signature and log are unchanged.
+- `src/whichlora/train/loop.py` (training, the slowest stage; section 6): the loss of a batch is
+  computed by `batch_losses`, which, for models whose forward takes a boolean `logits_to_keep`
+  mask (transformers' causal LMs that use `slice_logits_to_keep`; `head_on_label_positions`
+  checks), applies the LM head and the cross-entropy only at positions whose next token is
+  labelled (`shift_labels` passed to transformers' own loss). Under response-only loss the prompt
+  and padding logits were computed, upcast and log-softmaxed over a 49152-word vocabulary, then
+  ignored. Same loss and gradients (differences ~1e-7 from summation order). Other models keep
+  the full-logits call.
+- `src/whichlora/study/runner.py` (evaluation and embedding, the second-slowest stage; section
+  5): `load_scoring_model` merges each adapter into its fresh base (`merge_and_unload`,
+  `evaluation.merge_adapters`, on by default). Unmerged, DoRA renormalises its weight at every
+  forward and VeRA rebuilds its scaled matrices: DoRA's quickstart evaluation took 76 s against
+  the base's 27 s; merged it takes 24 s. Metrics agree to 1e-4 (`tests/test_runner.py::
+  test_merged_adapter_scores_like_the_unmerged_one`, for DoRA, VeRA, AdaLoRA and PiSSA). With
+  both changes and the quickstart's learning rates fixed, the quickstart went from 11.3 min to
+  9.1 min on this idle machine (`time .venv/bin/whichlora run examples/quickstart.yaml --out
+  /tmp/qs --quiet`, same study otherwise), then its evaluation set was trimmed from 12 to 10
+  items per language for margin (section 5 is the final number).
 - `src/whichlora/train/batching.py`: unchanged; its length grouping is what section 2
   measures against a padded loop.
+- Tried and dropped: bfloat16 on this CPU (AMX: a 768x576x1536 matmul runs at 715 vs 163
+  GFLOP/s in float32) made a quickstart LoRA step only 1.13x faster (bf16 weights) or 1.1x
+  (autocast): SDPA's backward is 5x slower in bf16 on CPU and the casts eat the rest.
 """

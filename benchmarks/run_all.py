@@ -25,13 +25,7 @@ from report import write_report  # noqa: E402
 BENCHMARKS: dict[str, list[str]] = {
     "study": ["bench_study_work.py"],
     "mc": ["bench_mc.py", "--limit", "130", "--repeats", "3"],
-    "train_step": [
-        "bench_train_step.py",
-        "--techniques",
-        "lora,dora,vera,adalora,pissa,loraplus",
-        "--reps",
-        "2",
-    ],
+    "train_step": ["bench_train_step.py", "--reps", "2", "--warm", "2", "--timed", "3"],
     "throughput": ["bench_throughput.py", "--reps", "3"],
     "profile": ["bench_profile.py", "--technique", "lora", "--steps", "3", "--reps", "2"],
     "threads": ["bench_threads.py", "--reps", "3"],
