@@ -493,8 +493,8 @@ def analyze_stage(ctx: Any, progress: bool = True) -> None:
     spec = study.analysis
     sig = significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
     tested = time.perf_counter()
-    ctx.store.replace_table("analysis", rows, MEASURES_STAGE)
-    ctx.store.replace_table("significance", sig, STAGE)
+    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - started)
+    ctx.store.replace_table("significance", sig, STAGE, seconds=tested - measured)
     ctx.store.set_kv(KV_INPUTS, inputs)
     log.info(
         "analyzed %d model(s): representations %.1f s, measures %.1f s, significance %.1f s",

@@ -224,14 +224,21 @@ class Store:
             [tuple(row[c] for c in columns) for row in rows],
         )
 
-    def replace_table(self, table: str, rows: Iterable[dict[str, Any]], stage: str) -> None:
+    def replace_table(
+        self,
+        table: str,
+        rows: Iterable[dict[str, Any]],
+        stage: str,
+        seconds: float | None = None,
+    ) -> None:
         """Replace a whole study-level table (analysis, significance) and mark the stage done."""
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table}")
             self._insert(db, table, list(rows))
             db.execute(
-                "INSERT OR REPLACE INTO units (run_id, stage, status) VALUES ('study', ?, 'done')",
-                (stage,),
+                "INSERT OR REPLACE INTO units (run_id, stage, status, seconds) "
+                "VALUES ('study', ?, 'done', ?)",
+                (stage, seconds),
             )
 
     def set_kv(self, key: str, value: Any) -> None:
