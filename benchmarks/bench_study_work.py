@@ -88,6 +88,7 @@ def study_dict(model_dir: Path, techniques: list[str]) -> dict[str, Any]:
 class Counts:
     def __init__(self) -> None:
         self.stage = "setup"
+        self.run_id: str | None = None  # the run whose model an evaluate/embed unit scores
         self.loads: Counter[str] = Counter()
         self.forwards: Counter[tuple[str, str]] = Counter()  # (stage, base|adapted)
         self.base_units: Counter[tuple[str, str]] = Counter()  # (stage, unit) touching the base
@@ -143,10 +144,15 @@ def counting() -> Iterator[Counts]:
     adapted_cache: dict[int, bool] = {}
 
     def forward(self: Any, *args: Any, **kwargs: Any) -> Any:
-        key = id(self)
-        if key not in adapted_cache or counts.stage == "train":
-            adapted_cache[key] = any(isinstance(m, BaseTunerLayer) for m in self.modules())
-        kind = "adapted" if adapted_cache[key] else "base"
+        # Evaluation and embedding merge adapters into the weights (a plain model), so there
+        # the unit being scored says whose forward it is; in training the adapter layers do.
+        if counts.run_id is not None:
+            kind = "base" if counts.run_id == runner.BASE else "adapted"
+        else:
+            key = id(self)
+            if key not in adapted_cache or counts.stage == "train":
+                adapted_cache[key] = any(isinstance(m, BaseTunerLayer) for m in self.modules())
+            kind = "adapted" if adapted_cache[key] else "base"
         counts.forwards[(counts.stage, kind)] += 1
         return real_forward(self, *args, **kwargs)
 
@@ -170,7 +176,11 @@ def counting() -> Iterator[Counts]:
     def evaluate_unit(ctx: Any, run_id: str, split: str) -> Any:
         if run_id == runner.BASE:
             counts.base_units[(counts.stage, f"evaluate-{split}")] += 1
-        return real_unit(ctx, run_id, split)
+        counts.run_id = run_id
+        try:
+            return real_unit(ctx, run_id, split)
+        finally:
+            counts.run_id = None
 
     patch(runner, "_evaluate_unit", evaluate_unit)
 
@@ -181,7 +191,11 @@ def counting() -> Iterator[Counts]:
     def cached_representations(ctx: Any, run_id: str, *args: Any, **kwargs: Any) -> Any:
         if run_id == runner.BASE:
             counts.base_units[(counts.stage, "embed")] += 1
-        return real_reps(ctx, run_id, *args, **kwargs)
+        counts.run_id = run_id
+        try:
+            return real_reps(ctx, run_id, *args, **kwargs)
+        finally:
+            counts.run_id = None
 
     patch(analyze_stage, "cached_representations", cached_representations)
     try:
