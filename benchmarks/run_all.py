@@ -27,7 +27,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "mc": ["bench_mc.py", "--limit", "130", "--repeats", "3"],
     "train_step": ["bench_train_step.py", "--reps", "2", "--warm", "2", "--timed", "3"],
     "throughput": ["bench_throughput.py", "--reps", "3"],
-    "profile": ["bench_profile.py", "--technique", "lora", "--steps", "3", "--reps", "2"],
+    "profile": ["bench_profile.py", "--technique", "lora", "--steps", "6", "--reps", "3"],
     "threads": ["bench_threads.py", "--reps", "3"],
     "quickstart": ["bench_quickstart.py"],
 }
