@@ -281,4 +281,5 @@ def test_descriptive_sentence_treats_rounding_noise_as_no_change() -> None:
     )
     text = _descriptive(points)
     assert "no technique gained on target languages (a: +0 pp)" in text, text
-    assert "e-1" not in text, text
+    assert "with no loss (+0 pp)" in text, text
+    assert "e-1" not in text and "-0 pp" not in text, text

@@ -111,7 +111,7 @@ def _retention_phrase(loss: pd.Series, unit: str) -> str:
     best, value = loss.idxmin(), _tidy(loss.min())
     if value > 0:
         return f"{best} forgot least on the source ({-value:+.3g} {unit})"
-    return f"{best} did best on the source, with no loss ({-value:+.3g} {unit})"
+    return f"{best} did best on the source, with no loss ({_tidy(-value):+.3g} {unit})"
 
 
 def _descriptive(points: pd.DataFrame) -> str:

@@ -219,7 +219,8 @@ def _power_note(table: pd.DataFrame, families: list[str], alpha: float) -> str:
         best = min(1.0, _min_p(n_pairs) * tests)
         if best > alpha:
             blind.append(
-                f"{family}: at most {int(n_pairs)} cells per test and {tests} tests, "
+                f"{family}: at most {int(n_pairs)} cell{'' if int(n_pairs) == 1 else 's'} per test "
+                f"and {tests} tests, "
                 f"best possible Holm p={best:.2g}"
             )
     if len(blind) == len(families):
