@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from whichlora.models.loading import load_model
     from whichlora.techniques.registry import REGISTRY, AdapterSettings
     from whichlora.train.batching import collate
-    from whichlora.train.loop import batch_loss, head_on_label_positions
+    from whichlora.train.loop import batch_losses, head_on_label_positions
     from whichlora.train.prompting import encode_record
 
     loaded = load_model(MODEL)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
-        batch_loss(model, batch, head_only).backward()
+        batch_losses(model, batch, head_only)[0].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return time.perf_counter() - wall, time.process_time() - cpu

@@ -148,7 +148,7 @@ def check_same_loss(base: Any, records: list[Any], max_length: int) -> dict[str,
 
     from whichlora.techniques.registry import REGISTRY, AdapterSettings
     from whichlora.train.batching import collate
-    from whichlora.train.loop import batch_loss, head_on_label_positions
+    from whichlora.train.loop import batch_losses, head_on_label_positions
     from whichlora.train.prompting import encode_records
 
     examples = encode_records(base.tokenizer, records[:8], max_length)
@@ -158,8 +158,8 @@ def check_same_loss(base: Any, records: list[Any], max_length: int) -> dict[str,
     model = get_peft_model(fresh(base).model, REGISTRY["lora"].build_config(settings))
     model.eval()
     with torch.no_grad():
-        full = float(batch_loss(model, batch, False))
-        keep = float(batch_loss(model, batch, head_on_label_positions(model)))
+        full = batch_losses(model, batch, False)[1]
+        keep = batch_losses(model, batch, head_on_label_positions(model))[1]
     return {"full_logits_loss": full, "label_positions_loss": keep, "abs_diff": abs(full - keep)}
 
 

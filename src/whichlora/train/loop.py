@@ -173,11 +173,6 @@ def _adds_penalty(model: Any) -> bool:
     return float(getattr(config, "orth_reg_weight", 0.0) or 0.0) > 0
 
 
-def batch_loss(model: Any, batch: dict[str, Any], label_positions_only: bool) -> Any:
-    """The objective tensor of a batch (see `batch_losses`)."""
-    return batch_losses(model, batch, label_positions_only)[0]
-
-
 def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
     from transformers import get_linear_schedule_with_warmup
 
