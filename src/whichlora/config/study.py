@@ -157,6 +157,22 @@ class TrainingSpec(Strict):
     response_only_loss: bool = True
     seeds: list[int] = Field(default_factory=lambda: [0])
     threads: Annotated[int, Field(ge=1)] | None = None
+    checkpoint_every: int | Literal["auto"] | None = Field(
+        "auto",
+        description="save a resumable checkpoint every N optimizer steps; 'auto': every ~5 "
+        "minutes once a run is estimated to take over 10; null: never. Never changes results",
+    )
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _checkpoint_every(cls, value: Any) -> Any:
+        if value is None or value == "auto" or (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        ):
+            return value
+        raise ValueError(
+            f"checkpoint_every must be a whole number of steps >= 1, 'auto' or null, not {value!r}"
+        )
 
     @field_validator("seeds")
     @classmethod

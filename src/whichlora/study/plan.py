@@ -69,6 +69,7 @@ def train_request(study: Study, spec: TechniqueSpec, seed: int, lr: float) -> Tr
         device=study.model.device,
         device_map=study.model.device_map,
         threads=training.threads,
+        checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
     )
 
 

@@ -4,6 +4,11 @@ The loop is one function to read top to bottom. What differs per technique is ex
 LoRA+ brings its own optimizer, AdaLoRA reallocates ranks after every optimizer step, and
 PiSSA/OLoRA rewrite base weights at init, so their adapter is converted on save to load on an
 untouched base.
+
+A long run can resume inside itself: with `checkpoint_every` it saves a checkpoint every N
+optimizer steps beside its folder (see `whichlora.train.checkpoint`), and a later call on the same
+folder goes on from the last one and ends with exactly the adapter and loss curve of an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.techniques.budget import settings_for_request
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
+from whichlora.train.checkpoint import (
+    Checkpointer,
+    file_digest,
+    remove_own_scratch,
+    request_fingerprint,
+)
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 
 ADAPTER_DIR = "adapter"
@@ -65,6 +76,10 @@ class TrainRequest:
     device: str = "auto"
     device_map: str | None = None
     threads: int | None = None
+    # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
+    # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
+    # longer than 10) or None (never).
+    checkpoint_every: int | str | None = "auto"
 
 
 def seed_everything(seed: int) -> None:
@@ -191,6 +206,11 @@ def train_adapter(
 
     `loaded` must be a freshly loaded base: the adapter is injected into it in place.
     The output folder appears whole or not at all.
+
+    With `request.checkpoint_every`, a checkpoint is saved beside `out_dir` every N optimizer
+    steps; a call after a kill resumes from the last one (calling `on_step` for the restored
+    steps first, so progress counts from 0) and ends exactly as an uninterrupted run. The
+    checkpoint is removed once the adapter is saved.
     """
     import torch
     from peft import get_peft_model
@@ -215,6 +235,13 @@ def train_adapter(
             "training.max_length or check the data source."
         )
     settings, budget = settings_for_request(model.config, technique, request)
+    remove_own_scratch(out_dir)  # what a killed attempt left: only its checkpoint is kept
+    checkpoints = Checkpointer(
+        out_dir,
+        request.checkpoint_every,
+        request.steps,
+        request_fingerprint(request, examples, library_versions()),
+    )
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     with atomic_directory(out_dir) as scratch:
         model = get_peft_model(model, technique.build_config(settings))
@@ -226,6 +253,10 @@ def train_adapter(
             init, config.init_lora_weights = config.init_lora_weights, True
             model.save_pretrained(scratch / "initial")
             config.init_lora_weights = init
+            # A checkpoint continues this init only: same initial adapter, same rewritten base.
+            checkpoints.initial_digest = file_digest(
+                scratch / "initial" / "adapter_model.safetensors"
+            )
         model.train()
         model.config.use_cache = False  # a KV cache is built and thrown away at every step
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -245,9 +276,18 @@ def train_adapter(
         label_positions_only = head_on_label_positions(model)
 
         steps: list[dict[str, Any]] = []
-        tokens_seen = 0
+        first, wall_before = 0, 0.0
+        resumed = checkpoints.restore(model, optimizer, scheduler)  # last: it sets the RNGs
+        if resumed is not None:
+            first, wall_before, steps = resumed.step, resumed.wall_seconds, resumed.rows
+            for _ in range(first * request.grad_accum):  # the data order goes on where it was
+                next(batches)
+            for row in steps:
+                if on_step is not None:
+                    on_step(row["step"], row["loss"])
+        tokens_seen = sum(row["tokens"] for row in steps)
         started = time.perf_counter()
-        for step in range(request.steps):
+        for step in range(first, request.steps):
             step_start = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
             total_loss, total_objective, step_tokens = 0.0, 0.0, 0
@@ -260,6 +300,7 @@ def train_adapter(
                 step_tokens += int(batch["attention_mask"].sum())
             for value in (total_objective, total_loss):
                 if not math.isfinite(value):
+                    checkpoints.remove()  # a final outcome: a retry would diverge again
                     raise TrainingDiverged(f"loss became {value} at step {step + 1}")
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(
@@ -286,9 +327,14 @@ def train_adapter(
                     "seconds": time.perf_counter() - step_start,
                 }
             )
+            attempt = time.perf_counter() - started
+            if checkpoints.due(step + 1, attempt):
+                checkpoints.save(
+                    step + 1, model, optimizer, scheduler, steps, wall_before + attempt
+                )
             if on_step is not None:
                 on_step(step + 1, total_loss)
-        wall = time.perf_counter() - started
+        wall = wall_before + time.perf_counter() - started
 
         model.eval()
         adapter_dir = scratch / ADAPTER_DIR
@@ -326,6 +372,7 @@ def train_adapter(
             "versions": library_versions(),
         }
         write_json_atomic(scratch / LOG_FILE, _jsonable(log))
+    checkpoints.remove()  # the adapter is saved: nothing to resume any more
     return log
 
 
