@@ -19,6 +19,7 @@ import torch
 from whichlora.config.study import parse_study
 from whichlora.data.records import Record
 from whichlora.errors import WhichloraError
+from whichlora.techniques import REGISTRY
 from whichlora.train.checkpoint import PROGRESS_FILE, Checkpointer, checkpoint_root
 from whichlora.train.loop import LOG_FILE, train_adapter
 
@@ -75,14 +76,14 @@ def train(
     return run
 
 
-# (technique, request overrides): grad_accum 2 also checks that the data order goes on where
-# it stopped, not one batch per step
-CASES = [
-    ("lora", {"grad_accum": 2}),
-    ("loraplus", {}),
-    ("adalora", {}),
-    ("pissa", {}),
-]
+# Every technique, with request overrides where a case needs them: grad_accum 2 checks that the
+# data order goes on where it stopped (not one batch per step); AdaLoRA's learning rate is one at
+# which the resumed run differs unless the rank allocator's importance averages are restored.
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "lora": {"grad_accum": 2},
+    "adalora": {"learning_rate": 1e-2},
+}
+CASES = [(name, OVERRIDES.get(name, {})) for name in sorted(REGISTRY)]
 
 
 @pytest.mark.parametrize(("technique", "overrides"), CASES, ids=[c[0] for c in CASES])
@@ -154,7 +155,11 @@ def test_checkpoint_every_values(value: Any, parsed: Any) -> None:
 
 
 def test_sigkill_during_training_then_resume(
-    tmp_path: Path, records: list[Record], fresh_model: Any, tiny_request: Any
+    tmp_path: Path,
+    records: list[Record],
+    fresh_model: Any,
+    tiny_request: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A forked child trains with a checkpoint after every step and is killed with SIGKILL once
     it has checkpointed step 2 or later (at a seeded random moment of the steps after); the rerun
@@ -197,7 +202,10 @@ def test_sigkill_during_training_then_resume(
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     assert not (out_dir / LOG_FILE).exists(), "the child finished before the kill"
-    train_adapter(request, records, out_dir, loaded=fresh_model())
+    assert list(tmp_path.glob(".tmp-run-*")), "the killed child's scratch folder"
+    with caplog.at_level("INFO", logger="whichlora.train"):
+        train_adapter(request, records, out_dir, loaded=fresh_model())
+    assert "resuming from checkpoint" in caplog.text
     assert_same(out_dir, tmp_path / "reference")
     assert_clean(tmp_path)
 

@@ -166,8 +166,10 @@ class TrainingSpec(Strict):
     @field_validator("checkpoint_every", mode="before")
     @classmethod
     def _checkpoint_every(cls, value: Any) -> Any:
-        if value is None or value == "auto" or (
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if (
+            value is None
+            or value == "auto"
+            or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
         ):
             return value
         raise ValueError(

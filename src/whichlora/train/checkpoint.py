@@ -139,9 +139,7 @@ class Checkpointer:
             "format": FORMAT,
             "step": step,
             "params": {
-                name: p.detach().cpu()
-                for name, p in model.named_parameters()
-                if p.requires_grad
+                name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad
             },
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
