@@ -127,11 +127,11 @@ def test_interrupted_twice_and_checkpoint_ignored_when_request_changes(
 
 
 def test_auto_turns_on_only_for_long_runs(tmp_path: Path) -> None:
-    short = Checkpointer(tmp_path / "run", "auto", 100, {})
+    short = Checkpointer(tmp_path / "run", "auto", 100, dict)
     assert not any(short.due(step, 0.1 * step) for step in range(1, 100))  # 10 s in all
-    long = Checkpointer(tmp_path / "run", "auto", 1000, {})
+    long = Checkpointer(tmp_path / "run", "auto", 1000, dict)
     assert [s for s in range(1, 1000) if long.due(s, 2.0 * s)] == list(range(150, 1000, 150))
-    never = Checkpointer(tmp_path / "run", None, 1000, {})
+    never = Checkpointer(tmp_path / "run", None, 1000, dict)
     assert not any(never.due(step, 100.0 * step) for step in range(1, 1000))
 
 
@@ -157,16 +157,22 @@ def test_checkpoint_every_values(value: Any, parsed: Any) -> None:
 def test_sigkill_during_training_then_resume(
     tmp_path: Path,
     records: list[Record],
-    fresh_model: Any,
+    tiny_model_dir: Path,
     tiny_request: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A forked child trains with a checkpoint after every step and is killed with SIGKILL once
     it has checkpointed step 2 or later (at a seeded random moment of the steps after); the rerun
-    ends exactly as the uninterrupted run, and no debris is left."""
-    request = tiny_request("lora", steps=8, checkpoint_every=1)
+    ends exactly as the uninterrupted run, and no debris is left. On the CPU even where there is
+    a GPU: a forked child cannot use CUDA its parent touched."""
+    from whichlora.models.loading import load_model
+
+    def fresh_model() -> Any:
+        return load_model(str(tiny_model_dir), device="cpu")
+
+    request = tiny_request("lora", steps=8, checkpoint_every=1, device="cpu")
     train_adapter(
-        tiny_request("lora", steps=8, checkpoint_every=None),
+        tiny_request("lora", steps=8, checkpoint_every=None, device="cpu"),
         records,
         tmp_path / "reference",
         loaded=fresh_model(),

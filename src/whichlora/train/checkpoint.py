@@ -24,7 +24,9 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -85,16 +87,28 @@ class Checkpointer:
 
     `every` is a step interval, `"auto"` (decided from the measured time of the first steps) or
     None (never save; an existing matching checkpoint is still resumed from, which is exact).
+    `fingerprint` is called only when a checkpoint is saved or found: hashing the data costs
+    nothing for the runs that never checkpoint.
     """
 
-    def __init__(self, out_dir: Path, every: int | str | None, total_steps: int, fingerprint: dict):
+    def __init__(
+        self,
+        out_dir: Path,
+        every: int | str | None,
+        total_steps: int,
+        fingerprint: Callable[[], dict[str, Any]],
+    ):
         self.root = checkpoint_root(out_dir)
         self.total_steps = total_steps
-        self.fingerprint = fingerprint
+        self._fingerprint = fingerprint
         self.initial_digest: str | None = None  # PiSSA/OLoRA: the saved initial adapter
         self.auto = every == AUTO
         self.interval: int | None = None if self.auto else (int(every) if every else None)
         self._first_step = 0
+
+    @cached_property
+    def fingerprint(self) -> dict[str, Any]:
+        return self._fingerprint()
 
     # ------------------------------------------------------------------ when
     def due(self, step: int, attempt_seconds: float) -> bool:
@@ -203,7 +217,7 @@ class Checkpointer:
     def _mismatch(self, progress: dict[str, Any]) -> str | None:
         if progress.get("format") != FORMAT:
             return "written by another version of whichlora"
-        if progress.get("fingerprint") != _jsonable(self.fingerprint):
+        if progress.get("fingerprint") != self.fingerprint:
             return "it belongs to another request, data or library versions"
         if progress.get("initial_digest") != self.initial_digest:
             return "the initial adapter differs"

@@ -240,7 +240,7 @@ def train_adapter(
         out_dir,
         request.checkpoint_every,
         request.steps,
-        request_fingerprint(request, examples, library_versions()),
+        lambda: request_fingerprint(request, examples, library_versions()),
     )
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     with atomic_directory(out_dir) as scratch:
@@ -282,8 +282,8 @@ def train_adapter(
             first, wall_before, steps = resumed.step, resumed.wall_seconds, resumed.rows
             for _ in range(first * request.grad_accum):  # the data order goes on where it was
                 next(batches)
-            for row in steps:
-                if on_step is not None:
+            if on_step is not None:  # the restored steps too: progress counts from step 1
+                for row in steps:
                     on_step(row["step"], row["loss"])
         tokens_seen = sum(row["tokens"] for row in steps)
         started = time.perf_counter()
