@@ -201,8 +201,8 @@ class Checkpointer:
                 continue  # unreadable (a crash of the machine mid-write): try an older one
             reason = self._mismatch(progress)
             if reason:
-                log.warning("ignoring checkpoint %s: %s; training from step 0", folder, reason)
-                return None
+                log.warning("ignoring checkpoint %s: %s", folder, reason)
+                continue
             try:
                 state = self._read(folder, progress, model)
             except Exception as exc:  # noqa: BLE001 - a bad checkpoint costs time, not results
