@@ -27,6 +27,7 @@ from whichlora.techniques.budget import settings_for_request
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
+from whichlora.train.tracking import StepTrackers
 
 ADAPTER_DIR = "adapter"
 LOG_FILE = "train_log.json"
@@ -65,6 +66,8 @@ class TrainRequest:
     device: str = "auto"
     device_map: str | None = None
     threads: int | None = None
+    report_to: tuple[str, ...] = ()  # loggers of every step (train/tracking.py); results unchanged
+    run_name: str = ""  # the run's name in those loggers, `<study>/<run_id>`
 
 
 def seed_everything(seed: int) -> None:
@@ -198,6 +201,7 @@ def train_adapter(
     if request.threads:
         torch.set_num_threads(request.threads)
     technique = get_technique(request.technique)
+    tracking = StepTrackers(request.report_to, out_dir, request.run_name, request.__dict__)
     seed_everything(request.seed)
     base = loaded or load_model(
         request.model,
@@ -216,7 +220,7 @@ def train_adapter(
         )
     settings, budget = settings_for_request(model.config, technique, request)
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
-    with atomic_directory(out_dir) as scratch:
+    with atomic_directory(out_dir) as scratch, tracking:
         model = get_peft_model(model, technique.build_config(settings))
         if technique.rewrites_base:
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
@@ -286,6 +290,7 @@ def train_adapter(
                     "seconds": time.perf_counter() - step_start,
                 }
             )
+            tracking.log(steps[-1])
             if on_step is not None:
                 on_step(step + 1, total_loss)
         wall = time.perf_counter() - started
