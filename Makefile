@@ -5,7 +5,8 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# CPU build of torch; on a GPU machine pass the CUDA build you need, e.g. make install TORCH=...
+# CPU build of torch (this pin must match constraints.txt). On a GPU machine install the CUDA build
+# of the same version into .venv first (README, GPU machines): this requirement then keeps it.
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.whichlora-installed
 PYTEST_ARGS ?=
