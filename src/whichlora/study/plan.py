@@ -39,7 +39,9 @@ def _lr_tag(lr: float) -> str:
     return f"{lr:.3g}"
 
 
-def train_request(study: Study, spec: TechniqueSpec, seed: int, lr: float) -> TrainRequest:
+def train_request(
+    study: Study, spec: TechniqueSpec, seed: int, lr: float, run_id: str = ""
+) -> TrainRequest:
     budget, training = study.budget, study.training
     sized = any(x is not None for x in (spec.rank, spec.trainable_params, spec.fraction))
     source = spec if sized else budget
@@ -70,6 +72,8 @@ def train_request(study: Study, spec: TechniqueSpec, seed: int, lr: float) -> Tr
         device_map=study.model.device_map,
         threads=training.threads,
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
+        report_to=tuple(training.report_to),
+        run_name=f"{study.name}/{run_id}" if run_id else study.name,
     )
 
 
@@ -91,7 +95,7 @@ def plan_study(study: Study) -> list[RunSpec]:
                         seed=seed,
                         learning_rate=lr,
                         sweep=len(rates) > 1,
-                        request=train_request(study, spec, seed, lr),
+                        request=train_request(study, spec, seed, lr, run_id),
                     )
                 )
     return runs

@@ -273,10 +273,14 @@ class Checkpointer:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+# Request fields that never change a result (when to checkpoint, where to log).
+RESULT_NEUTRAL = ("checkpoint_every", "report_to", "run_name")
+
+
 def request_fingerprint(request: Any, examples: list[Any], versions: dict[str, str]) -> dict:
     """What must be equal for a checkpoint to continue this run: every request field but
     `checkpoint_every` (which never changes a result), the encoded data, library versions."""
-    fields = {k: v for k, v in asdict(request).items() if k != "checkpoint_every"}
+    fields = {k: v for k, v in asdict(request).items() if k not in RESULT_NEUTRAL}
     return _jsonable(
         {
             "request": fields,

@@ -38,6 +38,7 @@ from whichlora.train.checkpoint import (
     request_fingerprint,
 )
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
+from whichlora.train.tracking import StepTrackers
 
 ADAPTER_DIR = "adapter"
 LOG_FILE = "train_log.json"
@@ -80,6 +81,8 @@ class TrainRequest:
     # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
     # longer than 10) or None (never).
     checkpoint_every: int | str | None = "auto"
+    report_to: tuple[str, ...] = ()  # loggers of every step (train/tracking.py); results unchanged
+    run_name: str = ""  # the run's name in those loggers, `<study>/<run_id>`
 
 
 def seed_everything(seed: int) -> None:
@@ -218,6 +221,7 @@ def train_adapter(
     if request.threads:
         torch.set_num_threads(request.threads)
     technique = get_technique(request.technique)
+    tracking = StepTrackers(request.report_to, out_dir, request.run_name, request.__dict__)
     seed_everything(request.seed)
     base = loaded or load_model(
         request.model,
@@ -243,7 +247,7 @@ def train_adapter(
         lambda: request_fingerprint(request, examples, library_versions()),
     )
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
-    with atomic_directory(out_dir) as scratch:
+    with atomic_directory(out_dir) as scratch, tracking:
         model = get_peft_model(model, technique.build_config(settings))
         if technique.rewrites_base:
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
@@ -332,6 +336,7 @@ def train_adapter(
                 checkpoints.save(
                     step + 1, model, optimizer, scheduler, steps, wall_before + attempt
                 )
+            tracking.log(steps[-1])
             if on_step is not None:
                 on_step(step + 1, total_loss)
         wall = wall_before + time.perf_counter() - started
