@@ -24,7 +24,6 @@ OPTION_VALUES: dict[str, Any] = {
     "init": "pissa",
     "loraplus_lr_ratio": 8.0,
     "reg": 0.05,
-    "batches": 2,
     "rho": 1.5,
     "tau": 0.9,
     "nblocks": 4,

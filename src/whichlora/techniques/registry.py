@@ -9,7 +9,6 @@ OLoRA) that needs conversion when saved. Nothing here reimplements an adapter.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -167,9 +166,6 @@ def _riemannian_optimizer(
 
 
 class EvaOptions(Options):
-    batches: Annotated[int, Field(ge=1, le=1000)] = _opt(
-        4, "training batches whose activations seed the SVD (the run's own, in its seeded order)"
-    )
     rho: Annotated[float, Field(ge=1, le=4)] = _opt(
         1.0,
         "rank redistribution: a layer may take up to rank x rho (1: every layer keeps the rank, "
@@ -193,11 +189,22 @@ def _eva(settings: AdapterSettings, options: Any) -> Any:
 def _eva_prepare(model: Any, batches: Iterable[dict[str, Any]], options: Any) -> None:
     from peft.tuners.lora.eva import initialize_lora_eva_weights
 
-    initialize_lora_eva_weights(
-        model,
-        dataloader=list(itertools.islice(batches, options.batches)),
-        show_progress_bar=False,
-    )
+    # peft reads batches until every layer's components converge (tau): the run's own
+    # training batches in their seeded order, as many as that takes.
+    initialize_lora_eva_weights(model, dataloader=_Endless(batches), show_progress_bar=False)
+
+
+class _Endless:
+    """An endless batch stream peft's EVA accepts as a dataloader (it asks for a length)."""
+
+    def __init__(self, batches: Iterable[dict[str, Any]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1  # never empty; peft cycles it until convergence
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
 
 
 # Llama-style names (q/k/v/o, gate/up/down): peft's guideline for which factor is block-diagonal.
