@@ -134,6 +134,7 @@ def cmd_techniques(args: argparse.Namespace) -> None:
         _technique_details(args.details)
         return
     counts: dict[str, str] = {}
+    problems: dict[str, str] = {}
     base = None
     if args.model:
         from transformers import AutoConfig
@@ -164,7 +165,8 @@ def cmd_techniques(args: argparse.Namespace) -> None:
                     options={},
                 )
             except WhichloraError as exc:
-                counts[name] = f"{'-':>12}  {'':>7}  {'':<20}  ({exc})"
+                counts[name] = f"{'-':>12}  {'':>7}  {'':<20}  "
+                problems[name] = str(exc)
                 continue
             knob = f"{record['knob']}={record['knob_value']}"
             counts[name] = (
@@ -187,6 +189,8 @@ def cmd_techniques(args: argparse.Namespace) -> None:
         count = counts.get(name, "")
         print(f"{name:<{width}}  {count}{technique.description}")
         print(f"{'':<{width}}  {'':>{len(count)}}{technique.paper}")
+        if name in problems:
+            print(f"{'':<{width}}  {'':>{len(count)}}budget: {problems[name]}")
     if not args.model:
         print("\n`whichlora techniques --details NAME` shows a technique's knob and options.")
 
