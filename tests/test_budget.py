@@ -13,9 +13,11 @@ from whichlora.techniques import REGISTRY, AdapterSettings
 from whichlora.techniques.budget import (
     base_param_count,
     count_params,
+    knob_values,
     max_rank,
     resolve_settings,
-    solve_rank,
+    solve_knob,
+    with_knob,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,10 +25,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TECHNIQUES = sorted(REGISTRY)
 # The tiny Llama: hidden 64, intermediate 128, 2 kv heads of 16 -> k/v project 64 -> 32.
 ALL_LINEAR_WIDTH = 32
-# Rank solving is checked against a brute-force table over every rank; two module kinds (one per
-# block) keep that table cheap yet still show LoKr's count falling back as the rank rises.
+# Knob solving is checked against a brute-force table over the knob's values; two module kinds
+# (one per block) keep that table cheap yet still show LoKr's count falling back as the rank rises.
 SOLVE_TARGETS = ["k_proj", "down_proj"]
-SOLVE_WIDTH = 32
+TABLE_SIZE = 40  # knobs with more values (frequencies, bank sizes) are tabled over the first 32
 
 
 def real_trainable(loaded: Any, technique: str, settings: AdapterSettings) -> int:
@@ -40,35 +42,48 @@ def real_trainable(loaded: Any, technique: str, settings: AdapterSettings) -> in
 
 @pytest.fixture(scope="module")
 def count_table(tiny_config: Any) -> Any:
-    """counts(technique) -> {rank: count} for every rank on SOLVE_TARGETS, computed once."""
-    tables: dict[str, dict[int, int]] = {}
+    """counts(technique) -> ({knob value: count}, complete) on SOLVE_TARGETS, computed once.
 
-    def counts(technique: str) -> dict[int, int]:
+    `complete` is False where the knob has more values than TABLE_SIZE and only the first 32
+    are tabled."""
+    tables: dict[str, tuple[dict[int, int], bool]] = {}
+
+    def counts(technique: str) -> tuple[dict[int, int], bool]:
         if technique not in tables:
+            entry = REGISTRY[technique]
             settings = AdapterSettings(target_modules=SOLVE_TARGETS)
-            tables[technique] = {
-                rank: count_params(tiny_config, REGISTRY[technique], replace(settings, rank=rank))
-                for rank in range(1, SOLVE_WIDTH + 1)
-            }
+            values = list(knob_values(tiny_config, entry, settings)[: TABLE_SIZE + 1])
+            complete = len(values) <= TABLE_SIZE
+            values = values if complete else values[:32]
+            tables[technique] = (
+                {
+                    v: count_params(tiny_config, entry, with_knob(entry, settings, v))
+                    for v in values
+                },
+                complete,
+            )
         return tables[technique]
 
     return counts
 
 
 def nearest(table: dict[int, int], target: int) -> tuple[int, int]:
-    """Brute force over every rank: nearest count, ties to the smaller rank."""
+    """Brute force over every knob value: nearest count, ties to the smaller value."""
     rank = min(table, key=lambda r: (abs(table[r] - target), r))
     return rank, table[rank]
 
 
-@pytest.mark.parametrize("target_modules", ["all-linear", ["q_proj", "v_proj"]])
-@pytest.mark.parametrize("rank", [1, 5])
+@pytest.mark.parametrize(("rank", "target_modules"), [(1, "all-linear"), (5, ["q_proj", "v_proj"])])
 @pytest.mark.parametrize("technique", TECHNIQUES)
 def test_count_params_equals_real_peft_model(
     technique: str, rank: int, target_modules: Any, tiny_config: Any, fresh_model: Any
 ) -> None:
-    settings = AdapterSettings(rank=rank, target_modules=target_modules, total_steps=20)
-    counted = count_params(tiny_config, REGISTRY[technique], settings)
+    entry = REGISTRY[technique]
+    settings = AdapterSettings(target_modules=target_modules, total_steps=20)
+    # The rank-th valid value of the technique's knob (even ranks, block sizes ...).
+    value = knob_values(tiny_config, entry, settings)[rank - 1]
+    settings = with_knob(entry, settings, value)
+    counted = count_params(tiny_config, entry, settings)
     assert counted > 0
     assert counted == real_trainable(fresh_model(), technique, settings)
 
@@ -119,34 +134,45 @@ def test_max_rank_rejects_targets_that_match_nothing(tiny_config: Any, targets: 
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
-def test_counts_rise_with_rank_unless_declared(technique: str, count_table: Any) -> None:
-    """solve_rank bisects only for techniques whose counts rise with rank; the rest are scanned."""
-    counts = [count_table(technique)[r] for r in range(1, SOLVE_WIDTH + 1)]
-    rising = all(a < b for a, b in zip(counts, counts[1:], strict=False))
-    if REGISTRY[technique].count_rises_with_rank:
-        assert rising, f"{technique} counts do not rise with rank: {counts}"
+def test_counts_follow_the_knobs_declared_trend(technique: str, count_table: Any) -> None:
+    """solve_knob bisects only where counts move one way with the knob; the rest are scanned."""
+    table, _ = count_table(technique)
+    counts = list(table.values())
+    pairs = list(zip(counts, counts[1:], strict=False))
+    trend = REGISTRY[technique].knob.trend
+    if trend == "rises":
+        assert all(a < b for a, b in pairs), f"{technique} counts do not rise: {counts}"
+    elif trend == "falls":
+        assert all(a > b for a, b in pairs), f"{technique} counts do not fall: {counts}"
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
-def test_solve_rank_returns_the_nearest_count(
+def test_solve_knob_returns_the_nearest_count(
     technique: str, tiny_config: Any, count_table: Any
 ) -> None:
-    table = count_table(technique)
-    values = sorted(set(table.values()))
+    table, complete = count_table(technique)
+    keys = list(table)
+    n = len(keys)
+    at = [
+        table[keys[min(i, n - 1)]] for i in (n // 2, n // 5, n // 5 + 1, 2 * n // 3, 2 * n // 3 + 1)
+    ]
     targets = {
-        1,  # below every count -> rank 1
-        values[-1] + 10_000,  # above every count -> the (smallest) rank with the largest count
-        table[17],  # exact hit
-        table[6] + (table[7] - table[6]) // 3,  # between two ranks, nearer the lower
-        table[20] + 2 * (table[21] - table[20]) // 3,  # nearer the upper (or on a plateau)
+        1,  # below every count -> the value with the smallest count
+        at[0],  # exact hit
+        min(at[1], at[2]) + abs(at[2] - at[1]) // 3,  # between two values
+        min(at[3], at[4]) + 2 * abs(at[4] - at[3]) // 3,
     }
+    if complete:
+        targets.add(max(table.values()) + 10_000)  # above every count
     settings = AdapterSettings(target_modules=SOLVE_TARGETS)
     for target in sorted(targets):
-        solved = solve_rank(tiny_config, REGISTRY[technique], settings, target)
+        solved = solve_knob(tiny_config, REGISTRY[technique], settings, target)
         assert solved == nearest(table, target), f"target {target}"
 
 
-@pytest.mark.parametrize("technique", TECHNIQUES)
+@pytest.mark.parametrize(
+    "technique", [t for t in TECHNIQUES if REGISTRY[t].knob.name == "rank" and t != "shira"]
+)
 def test_rank_above_layer_width_is_rejected(technique: str, tiny_config: Any) -> None:
     kwargs: dict[str, Any] = {
         "trainable_params": None,
@@ -165,6 +191,24 @@ def test_rank_above_layer_width_is_rejected(technique: str, tiny_config: Any) ->
         resolve_settings(tiny_config, REGISTRY[technique], rank=ALL_LINEAR_WIDTH + 1, **kwargs)
 
 
+def test_invalid_knob_value_is_rejected_with_the_valid_ones(tiny_config: Any) -> None:
+    with pytest.raises(WhichloraError, match="rank 5 .* orthogonal .*valid values: 2..32 in steps"):
+        _resolve(tiny_config, "orthogonal", rank=5)
+    with pytest.raises(WhichloraError, match="block_size 3 .*option block_size.* c3a"):
+        resolve_settings(
+            tiny_config,
+            REGISTRY["c3a"],
+            rank=None,
+            trainable_params=None,
+            fraction=None,
+            alpha=None,
+            dropout=0.0,
+            target_modules="all-linear",
+            total_steps=20,
+            options={"block_size": 3},
+        )
+
+
 def _resolve(tiny_config: Any, technique: str, **budget: Any) -> tuple[AdapterSettings, dict]:
     values: dict[str, Any] = {"rank": None, "trainable_params": None, "fraction": None}
     values.update(budget)
@@ -181,29 +225,39 @@ def _resolve(tiny_config: Any, technique: str, **budget: Any) -> tuple[AdapterSe
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
-def test_trainable_params_budget_resolves_to_nearest_rank(
+def test_trainable_params_budget_resolves_the_knob(
     technique: str, tiny_config: Any, count_table: Any
 ) -> None:
-    table = count_table(technique)
-    target = (table[4] + table[5]) // 2 + 1  # just past the midpoint: rank 5 is nearer
+    entry = REGISTRY[technique]
+    table, _ = count_table(technique)
+    keys = list(table)
+    low, high = table[keys[4]], table[keys[5]]
+    target = high - (high - low) // 4  # nearer the sixth value
+    value, count = nearest(table, target)
+    if abs(count - target) > 0.1 * target:
+        with pytest.raises(WhichloraError, match=f"{technique} cannot come within 10%"):
+            _resolve(tiny_config, technique, trainable_params=target)
+        return
     settings, record = _resolve(tiny_config, technique, trainable_params=target)
-    rank, count = nearest(table, target)
-    assert settings.rank == record["rank"] == rank
+    assert entry.knob_value(settings) == record["knob_value"] == value
+    assert record["knob"] == entry.knob.name
     assert record["trainable_params"] == count
     assert record["requested"] == {"rank": None, "trainable_params": target, "fraction": None}
-    assert record["alpha"] == settings.lora_alpha == 2.0 * rank
+    if entry.knob.name == "rank":
+        assert settings.rank == record["rank"] == value
+        assert record["alpha"] == settings.lora_alpha == 2.0 * value
 
 
 @pytest.mark.parametrize("technique", TECHNIQUES)
 def test_fraction_budget_resolves_against_base_count(
     technique: str, tiny_config: Any, count_table: Any
 ) -> None:
-    table = count_table(technique)
+    table, _ = count_table(technique)
     base = base_param_count(tiny_config)
-    fraction = table[6] / base
+    fraction = table[list(table)[min(6, len(table) - 1)]] / base
     settings, record = _resolve(tiny_config, technique, fraction=fraction)
-    rank, count = nearest(table, round(fraction * base))
-    assert settings.rank == record["rank"] == rank
+    value, count = nearest(table, round(fraction * base))
+    assert REGISTRY[technique].knob_value(settings) == record["knob_value"] == value
     assert record["trainable_params"] == count
     assert record["base_params"] == base
     assert record["trainable_fraction"] == pytest.approx(count / base)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,21 @@ OPTION_VALUES: dict[str, Any] = {
     "orth_reg_weight": 0.3,
     "init": "pissa",
     "loraplus_lr_ratio": 8.0,
+    "reg": 0.05,
+    "rho": 1.5,
+    "tau": 0.9,
+    "nblocks": 4,
+    "num_vectors": 64,
+    "vector_length": 16,
+    "topk": 3,
+    "variant": "bat",
+    "mini_r": 2,
+    "delora_lambda": 10.0,
+    "gralora_k": 4,
+    "u": 16,
+    "block_size": 16,
+    "n_frequency": 500,
+    "scaling": 100.0,
 }
 
 
@@ -159,6 +175,19 @@ def test_unknown_technique_option_is_rejected(technique: str) -> None:
 def test_option_of_another_technique_is_rejected() -> None:
     message = rejected({"techniques": [{"name": "lora", "options": {"init_r": 12}}]})
     assert "init_r" in message and "allowed: none" in message
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"n_frequency": 0}, "option 'n_frequency' of fourierft: .*greater than or equal to 1"),
+        ({"scaling": "big"}, "option 'scaling' of fourierft"),
+    ],
+)
+def test_option_of_wrong_type_or_range_is_rejected(options: dict, says: str) -> None:
+    message = rejected({"techniques": [{"name": "fourierft", "options": options}]})
+    assert "'techniques.0'" in message
+    assert re.search(says, message), message
 
 
 @pytest.mark.parametrize(

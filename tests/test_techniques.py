@@ -18,8 +18,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TECHNIQUES = sorted(REGISTRY)
 REWRITING = sorted(name for name, t in REGISTRY.items() if t.rewrites_base)
 # Adapters that start as (or near) the identity need a push to move the logits in 3 steps.
-LEARNING_RATES = {"vera": 2e-2, "adalora": 1e-2}
+LEARNING_RATES = {"vera": 2e-2, "adalora": 1e-2, "hira": 1e-2}
 ATOL = 1e-4
+# EVA reads batches until its components converge; a loose threshold keeps the tiny test short.
+OPTIONS = {"eva": {"tau": 0.3}}
 
 
 def peft_model(base: Any, technique: str, settings: AdapterSettings) -> Any:
@@ -44,14 +46,65 @@ def test_entry_builds_a_config_from_the_settings(technique: str) -> None:
     from peft import PeftConfig
 
     entry = REGISTRY[technique]
-    assert entry.name == technique and entry.description and "arXiv:" in entry.paper
+    assert entry.name == technique and entry.description
+    assert "arXiv:" in entry.paper or "https://" in entry.paper or "peft " in entry.paper
+    assert entry.__module__ == "whichlora.techniques.registry"
     settings = AdapterSettings(rank=6, target_modules=["q_proj", "v_proj"], total_steps=50)
     config = entry.build_config(settings)
     assert isinstance(config, PeftConfig)
+    assert type(config).__module__.startswith("peft."), "adapters come from peft"
     assert config.task_type == "CAUSAL_LM"
     assert set(config.target_modules) == {"q_proj", "v_proj"}
-    # AdaLoRA's rank budget is its target rank; every other entry takes the rank as `r`.
-    assert getattr(config, "target_r", None) == 6 or config.r == 6
+    if entry.uses_rank:
+        # AdaLoRA's rank budget is its target rank; every other entry takes the rank as `r`.
+        assert getattr(config, "target_r", None) == 6 or config.r == 6
+    else:
+        assert entry.knob.name != "rank"
+    # The knob a budget solves reaches the config under its own name.
+    if entry.knob.name != "rank":
+        default = entry.knob_value(settings)
+        assert getattr(config, entry.knob.name) == default
+
+
+def test_registry_covers_the_lora_family() -> None:
+    assert len(REGISTRY) >= 24
+
+
+@pytest.mark.parametrize("technique", TECHNIQUES)
+def test_options_are_typed_with_defaults_and_help(technique: str) -> None:
+    from whichlora.techniques.options import describe_options
+
+    entry = REGISTRY[technique]
+    defaults = entry.parse_options({})
+    for row in describe_options(entry.options):
+        assert row["help"], f"{technique}.{row['name']} has no help text"
+        assert getattr(defaults, row["name"]) == row["default"]
+    with pytest.raises(WhichloraError, match=f"unknown option 'warp' for {technique}"):
+        entry.parse_options({"warp": 1})
+
+
+@pytest.mark.parametrize(
+    ("technique", "options", "says"),
+    [
+        ("loraplus", {"loraplus_lr_ratio": -1}, "option 'loraplus_lr_ratio' of loraplus"),
+        ("loraplus", {"loraplus_lr_ratio": "fast"}, "option 'loraplus_lr_ratio' of loraplus"),
+        ("adalora", {"init_r": 0}, "option 'init_r' of adalora: .*greater than or equal to 1"),
+        ("pissa", {"init": "svd"}, "option 'init' of pissa"),
+        ("fourierft", {"n_frequency": 2.5}, "option 'n_frequency' of fourierft"),
+        ("eva", {"rho": 0.5}, "option 'rho' of eva"),
+    ],
+)
+def test_bad_option_value_names_technique_and_option(
+    technique: str, options: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(WhichloraError, match=says):
+        REGISTRY[technique].build_config(AdapterSettings(options=options))
+
+
+@pytest.mark.parametrize("technique", ["loha", "lokr"])
+def test_lycoris_dropout_is_module_dropout(technique: str) -> None:
+    config = REGISTRY[technique].build_config(AdapterSettings(dropout=0.1))
+    assert (config.module_dropout, config.rank_dropout) == (0.1, 0.0)
 
 
 def test_unknown_technique_is_a_user_error() -> None:
@@ -98,7 +151,11 @@ def test_trains_saves_and_reloads_with_plain_peft(
     probe_batch: Any,
     logits_on: Any,
 ) -> None:
-    run = train_tiny(technique, learning_rate=LEARNING_RATES.get(technique, 1e-3))
+    run = train_tiny(
+        technique,
+        learning_rate=LEARNING_RATES.get(technique, 1e-3),
+        options=OPTIONS.get(technique, {}),
+    )
 
     assert len(run.losses) == 3
     assert all(math.isfinite(loss) for loss in run.losses)
@@ -117,6 +174,9 @@ def test_trains_saves_and_reloads_with_plain_peft(
     assert (trained - base).abs().max() > 10 * ATOL, "adapter did not move the model"
     reloaded = logits_on(load_adapter(run.adapter_dir), probe_batch)
     torch.testing.assert_close(reloaded, trained, atol=ATOL, rtol=0)
+    if REGISTRY[technique].can_merge:  # else the evaluator scores it unmerged
+        merged = logits_on(load_adapter(run.adapter_dir).merge_and_unload(), probe_batch)
+        torch.testing.assert_close(merged, trained, atol=ATOL, rtol=0)
 
 
 # --------------------------------------------------------------------------- per technique

@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="count trainable parameters on this model (e.g. builtin:smollm2-135m)"
     )
     p.add_argument("--rank", type=int, default=8, help="rank for the counts (default 8)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--fraction",
+        type=float,
+        help="solve each technique's capacity knob for this fraction of the model's parameters",
+    )
+    size.add_argument(
+        "--trainable-params", type=int, help="solve each technique's knob for this count"
+    )
+    p.add_argument("--details", metavar="NAME", help="one technique: its knob and typed options")
 
     p = sub.add_parser("data", help="inspect data sources")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -86,16 +96,51 @@ def _quiet_libraries() -> None:
         pass
 
 
+def _technique_details(name: str) -> None:
+    from whichlora.techniques import get_technique
+    from whichlora.techniques.options import describe_options
+
+    technique = get_technique(name)
+    print(f"{technique.name}: {technique.description}")
+    print(f"paper: {technique.paper}")
+    print(f"capacity knob (what a budget solves): {technique.knob.name} - {technique.knob.help}")
+    extras = [
+        label
+        for label, on in (
+            ("own optimizer", technique.make_optimizer is not None),
+            ("data-driven init from the run's training batches", technique.prepare is not None),
+            ("hook after each optimizer step", technique.after_optimizer_step is not None),
+            ("rewrites base weights at init", technique.rewrites_base),
+            ("scored unmerged (cannot merge)", not technique.can_merge),
+        )
+        if on
+    ]
+    if extras:
+        print(f"training: {'; '.join(extras)}")
+    rows = describe_options(technique.options)
+    if not rows:
+        print("options: none")
+        return
+    print("options:")
+    for row in rows:
+        bounds = f", {row['range']}" if row["range"] else ""
+        print(f"  {row['name']} ({row['type']}{bounds}; default {row['default']!r}): {row['help']}")
+
+
 def cmd_techniques(args: argparse.Namespace) -> None:
     from whichlora.techniques import REGISTRY, AdapterSettings
 
-    counts: dict[str, int] = {}
+    if args.details:
+        _technique_details(args.details)
+        return
+    counts: dict[str, str] = {}
+    problems: dict[str, str] = {}
     base = None
     if args.model:
         from transformers import AutoConfig
 
         from whichlora.models.loading import resolve_model_path
-        from whichlora.techniques.budget import base_param_count, count_params, max_rank
+        from whichlora.techniques.budget import base_param_count, max_rank, resolve_settings
 
         config = AutoConfig.from_pretrained(resolve_model_path(args.model))
         if args.rank < 1 or args.rank > max_rank(config, "all-linear"):
@@ -104,18 +149,50 @@ def cmd_techniques(args: argparse.Namespace) -> None:
                 "model. Fix: choose a rank in that range."
             )
         base = base_param_count(config)
+        solving = args.fraction is not None or args.trainable_params is not None
         for name, technique in REGISTRY.items():
-            counts[name] = count_params(config, technique, AdapterSettings(rank=args.rank))
+            try:
+                _, record = resolve_settings(
+                    config,
+                    technique,
+                    rank=None if solving else args.rank,
+                    trainable_params=args.trainable_params,
+                    fraction=args.fraction,
+                    alpha=None,
+                    dropout=AdapterSettings().dropout,
+                    target_modules="all-linear",
+                    total_steps=AdapterSettings().total_steps,
+                    options={},
+                )
+            except WhichloraError as exc:
+                counts[name] = f"{'-':>12}  {'':>7}  {'':<20}  "
+                problems[name] = str(exc)
+                continue
+            knob = f"{record['knob']}={record['knob_value']}"
+            counts[name] = (
+                f"{record['trainable_params']:>12,}  {100 * record['trainable_fraction']:6.3f}%  "
+                f"{knob:<20}  "
+            )
     width = max(len(n) for n in REGISTRY)
     if base:
-        print(
-            f"model {args.model}: {base:,} parameters; counts at rank {args.rank}, all linear "
-            "layers\n"
-        )
+        if args.fraction is not None or args.trainable_params is not None:
+            asked = (
+                f"{args.trainable_params:,} trainable parameters"
+                if args.trainable_params is not None
+                else f"a fraction of {args.fraction}"
+            )
+            size = f"knobs solved for {asked}"
+        else:
+            size = f"counts at rank {args.rank} (other knobs at their defaults)"
+        print(f"model {args.model}: {base:,} parameters; {size}, all linear layers\n")
     for name, technique in REGISTRY.items():
-        count = f"{counts[name]:>12,}  {100 * counts[name] / base:6.3f}%  " if base else ""
+        count = counts.get(name, "")
         print(f"{name:<{width}}  {count}{technique.description}")
         print(f"{'':<{width}}  {'':>{len(count)}}{technique.paper}")
+        if name in problems:
+            print(f"{'':<{width}}  {'':>{len(count)}}budget: {problems[name]}")
+    if not args.model:
+        print("\n`whichlora techniques --details NAME` shows a technique's knob and options.")
 
 
 def cmd_data_show(args: argparse.Namespace) -> None:

@@ -110,12 +110,10 @@ class TechniqueSpec(Strict):
     def _options_known(self) -> TechniqueSpec:
         from whichlora.techniques import REGISTRY
 
-        allowed = set(REGISTRY[self.name].option_names)
-        unknown = sorted(set(self.options) - allowed)
-        if unknown:
-            raise ValueError(
-                f"unknown option(s) {unknown} for {self.name}; allowed: {sorted(allowed) or 'none'}"
-            )
+        try:  # the technique's typed options: unknown names, wrong types, out-of-range values
+            REGISTRY[self.name].parse_options(self.options)
+        except WhichloraError as exc:
+            raise ValueError(str(exc)) from None
         given = [
             k for k in ("rank", "trainable_params", "fraction") if getattr(self, k) is not None
         ]

@@ -1,17 +1,33 @@
 """The technique registry: the single list the CLI, docs and tests read.
 
-An entry says how to build its peft config, and calls out what differs in training: an optimizer
-of its own (LoRA+), a hook after each optimizer step (AdaLoRA), or a base model rewritten at init
-(PiSSA, OLoRA) that needs conversion when saved. Nothing here reimplements an adapter.
+An entry says how to build its peft config from the run's settings and its typed options, which
+integer sets its capacity (the knob a budget solves), and calls out what differs in training: an
+optimizer of its own (LoRA+, LoRA-FA, Riemannian), a data-driven initialisation before training
+(EVA), a hook after each optimizer step (AdaLoRA), or a base model rewritten at init (PiSSA,
+OLoRA) that needs conversion when saved. Nothing here reimplements an adapter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from whichlora.errors import WhichloraError
+from whichlora.techniques.options import (
+    RANK,
+    Knob,
+    NoOptions,
+    Options,
+    common_divisors,
+    multiples_up_to_narrowest,
+    parse_options,
+    up_to,
+    up_to_narrowest,
+    up_to_smallest_matrix,
+)
 
 
 @dataclass(frozen=True)
@@ -30,9 +46,11 @@ class AdapterSettings:
         return float(self.alpha) if self.alpha is not None else 2.0 * self.rank
 
 
-ConfigBuilder = Callable[[AdapterSettings], Any]
+ConfigBuilder = Callable[[AdapterSettings, Any], Any]  # (settings, the technique's typed options)
 OptimizerFactory = Callable[[Any, float, float, dict[str, Any]], Any]
 StepHook = Callable[[Any, int], None]  # (model, optimizer steps taken so far, from 1)
+# (peft model, an endless seeded stream of the run's own training batches, typed options)
+Prepare = Callable[[Any, Iterable[dict[str, Any]], Any], None]
 
 
 @dataclass(frozen=True)
@@ -40,15 +58,40 @@ class Technique:
     name: str
     description: str
     paper: str
-    build_config: ConfigBuilder
+    builder: ConfigBuilder
+    options: type[Options] = NoOptions
+    knob: Knob = RANK
     make_optimizer: OptimizerFactory | None = None
+    prepare: Prepare | None = None  # data-driven init (EVA), timed as part of the run
     after_optimizer_step: StepHook | None = None
     rewrites_base: bool = False  # PiSSA/OLoRA: compare against a fresh base, convert on save
-    count_rises_with_rank: bool = True  # False: solve_rank counts every rank instead of bisecting
-    option_names: tuple[str, ...] = ()
+    can_merge: bool = True  # False: the evaluator scores the adapter unmerged
+    uses_rank: bool = True  # False: the run's rank does not reach the config (FourierFT, C3A)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(self.options.model_fields)
+
+    def parse_options(self, values: dict[str, Any]) -> Any:
+        return parse_options(self.name, self.options, values)
+
+    def build_config(self, settings: AdapterSettings) -> Any:
+        return self.builder(settings, self.parse_options(settings.options))
+
+    def knob_value(self, settings: AdapterSettings) -> int:
+        if self.knob.name == "rank":
+            return settings.rank
+        return int(getattr(self.parse_options(settings.options), self.knob.name))
 
 
-def _lora(settings: AdapterSettings, **kwargs: Any) -> Any:
+def _opt(default: Any, description: str, **bounds: Any) -> Any:
+    return Field(default, description=description, **bounds)
+
+
+# --------------------------------------------------------------------------- LoRA and its kin
+
+
+def _lora(settings: AdapterSettings, options: Any = None, **kwargs: Any) -> Any:
     from peft import LoraConfig
 
     return LoraConfig(
@@ -61,7 +104,148 @@ def _lora(settings: AdapterSettings, **kwargs: Any) -> Any:
     )
 
 
-def _vera(settings: AdapterSettings) -> Any:
+class PissaOptions(Options):
+    init: Literal["pissa", "pissa_niter_2", "pissa_niter_4", "pissa_niter_8", "pissa_niter_16"] = (
+        _opt("pissa_niter_4", "SVD: exact ('pissa') or fast randomised with N subspace iterations")
+    )
+
+
+class LoraPlusOptions(Options):
+    loraplus_lr_ratio: Annotated[float, Field(gt=0, le=1024)] = _opt(
+        16.0, "learning rate of B over that of A"
+    )
+
+
+def _loraplus_optimizer(model: Any, lr: float, weight_decay: float, options: dict[str, Any]) -> Any:
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    opts = parse_options("loraplus", LoraPlusOptions, options)
+    return create_loraplus_optimizer(
+        model=model,
+        optimizer_cls=torch.optim.AdamW,
+        lr=lr,
+        loraplus_lr_ratio=float(opts.loraplus_lr_ratio),
+        # peft drops plain `weight_decay` for LoRA+ groups; it must be passed under this name.
+        loraplus_weight_decay=weight_decay,
+        weight_decay=weight_decay,
+    )
+
+
+def _lorafa_optimizer(model: Any, lr: float, weight_decay: float, options: dict[str, Any]) -> Any:
+    from peft.optimizers import create_lorafa_optimizer
+
+    config = model.peft_config["default"]
+    # peft freezes every lora_A here: only B (and nothing else) is updated from now on.
+    return create_lorafa_optimizer(
+        model=model,
+        r=config.r,
+        lora_alpha=config.lora_alpha,
+        lr=lr,
+        weight_decay=weight_decay,
+        use_rslora=config.use_rslora,
+    )
+
+
+class RiemannianOptions(Options):
+    reg: Annotated[float, Field(gt=0, le=1)] = _opt(
+        1e-2, "damping added to the r x r preconditioner before it is inverted"
+    )
+
+
+def _riemannian_optimizer(
+    model: Any, lr: float, weight_decay: float, options: dict[str, Any]
+) -> Any:
+    import torch
+    from peft.optimizers import create_riemannian_optimizer
+
+    opts = parse_options("riemannian", RiemannianOptions, options)
+    return create_riemannian_optimizer(
+        model, torch.optim.AdamW, lr=lr, reg=opts.reg, weight_decay=weight_decay
+    )
+
+
+class EvaOptions(Options):
+    rho: Annotated[float, Field(ge=1, le=4)] = _opt(
+        1.0,
+        "rank redistribution: a layer may take up to rank x rho (1: every layer keeps the rank, "
+        "so the budget's count holds exactly)",
+    )
+    tau: Annotated[float, Field(ge=0, le=1)] = _opt(
+        0.99, "cosine similarity at which the incremental SVD stops early"
+    )
+
+
+def _eva(settings: AdapterSettings, options: Any) -> Any:
+    from peft import EvaConfig
+
+    return _lora(
+        settings,
+        init_lora_weights="eva",
+        eva_config=EvaConfig(rho=options.rho, tau=options.tau),
+    )
+
+
+def _eva_prepare(model: Any, batches: Iterable[dict[str, Any]], options: Any) -> None:
+    from peft.tuners.lora.eva import initialize_lora_eva_weights
+
+    # peft reads batches until every layer's components converge (tau): the run's own
+    # training batches in their seeded order, as many as that takes.
+    initialize_lora_eva_weights(model, dataloader=_Endless(batches), show_progress_bar=False)
+
+
+class _Endless:
+    """An endless batch stream peft's EVA accepts as a dataloader (it asks for a length)."""
+
+    def __init__(self, batches: Iterable[dict[str, Any]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return 1  # never empty; peft cycles it until convergence
+
+    def __iter__(self) -> Any:
+        return iter(self.batches)
+
+
+# Llama-style names (q/k/v/o, gate/up/down): peft's guideline for which factor is block-diagonal.
+BD_A = ["o_proj", "down_proj"]
+BD_B = ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"]
+
+
+class BdLoraOptions(Options):
+    nblocks: Annotated[int, Field(ge=1, le=64)] = _opt(
+        2, "blocks per block-diagonal factor (the serving shard count); the rank is a multiple"
+    )
+
+
+def _bdlora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import BdLoraConfig
+
+    return _lora(
+        settings,
+        use_bdlora=BdLoraConfig(
+            target_modules_bd_a=BD_A,
+            target_modules_bd_b=BD_B,
+            nblocks=options.nblocks,
+            match_strict=False,  # layers outside the Llama names stay plain LoRA
+        ),
+    )
+
+
+def _bdlora_ranks(shapes: Any, options: Any) -> Any:
+    return multiples_up_to_narrowest(options.nblocks)(shapes, options)
+
+
+# --------------------------------------------------------------------------- other adapters
+
+
+class VeraOptions(Options):
+    d_initial: Annotated[float, Field(gt=0, le=10)] = _opt(
+        0.1, "initial value of the trained scaling vector d"
+    )
+
+
+def _vera(settings: AdapterSettings, options: Any) -> Any:
     from peft import VeraConfig
 
     return VeraConfig(
@@ -69,30 +253,58 @@ def _vera(settings: AdapterSettings) -> Any:
         r=settings.rank,
         vera_dropout=settings.dropout,
         target_modules=settings.target_modules,
-        d_initial=float(settings.options.get("d_initial", 0.1)),
+        d_initial=options.d_initial,
         save_projection=True,  # the adapter then loads without regenerating the random bases
     )
 
 
-def _adalora(settings: AdapterSettings) -> Any:
+def _pvera(settings: AdapterSettings, options: Any) -> Any:
+    from peft import PveraConfig
+
+    return PveraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        pvera_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        d_initial=options.d_initial,
+        save_projection=True,
+    )
+
+
+class AdaLoraOptions(Options):
+    init_r: Annotated[int, Field(ge=1, le=4096)] | None = _opt(
+        None, "rank every layer starts with before pruning (default: 1.5 x the target rank)"
+    )
+    tinit: Annotated[int, Field(ge=0)] | None = _opt(
+        None, "warm-up steps before pruning (default: a tenth of the run)"
+    )
+    tfinal: Annotated[int, Field(ge=0)] | None = _opt(
+        None, "final steps with the allocation frozen (default: a fifth of the run)"
+    )
+    deltaT: Annotated[int, Field(ge=1)] = _opt(1, "steps between two reallocations")
+    orth_reg_weight: Annotated[float, Field(ge=0)] = _opt(
+        0.5, "weight of the orthogonality penalty on P and Q"
+    )
+
+
+def _adalora(settings: AdapterSettings, options: Any) -> Any:
     from peft import AdaLoraConfig
 
     total = settings.total_steps
     # Paper schedule shape: warm up, prune ranks in the middle, then freeze the allocation.
-    tinit = int(settings.options.get("tinit", max(1, total // 10)))
-    tfinal = int(settings.options.get("tfinal", max(1, total // 5)))
+    tinit = options.tinit if options.tinit is not None else max(1, total // 10)
+    tfinal = options.tfinal if options.tfinal is not None else max(1, total // 5)
     if tinit >= total - tfinal:
-        if "tinit" in settings.options or "tfinal" in settings.options:
+        if options.tinit is not None or options.tfinal is not None:
             raise WhichloraError(
                 f"AdaLoRA options tinit={tinit} and tfinal={tfinal} leave no rank-budgeting phase "
                 f"in {total} steps. Fix: make tinit + tfinal smaller than training.steps."
             )
         tinit, tfinal = 0, 0  # runs too short for the default schedule: allocate every step
+    init_r = options.init_r or max(settings.rank + 1, (3 * settings.rank) // 2)
     return AdaLoraConfig(
         task_type="CAUSAL_LM",
-        init_r=int(
-            settings.options.get("init_r", max(settings.rank + 1, (3 * settings.rank) // 2))
-        ),
+        init_r=init_r,
         target_r=settings.rank,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.dropout,
@@ -100,8 +312,8 @@ def _adalora(settings: AdapterSettings) -> Any:
         total_step=total,
         tinit=tinit,
         tfinal=tfinal,
-        deltaT=int(settings.options.get("deltaT", 1)),
-        orth_reg_weight=float(settings.options.get("orth_reg_weight", 0.5)),
+        deltaT=options.deltaT,
+        orth_reg_weight=options.orth_reg_weight,
     )
 
 
@@ -110,41 +322,204 @@ def _adalora_allocate(model: Any, global_step: int) -> None:
     model.base_model.update_and_allocate(global_step)
 
 
-def _loraplus_optimizer(model: Any, lr: float, weight_decay: float, options: dict[str, Any]) -> Any:
-    import torch
-    from peft.optimizers import create_loraplus_optimizer
-
-    return create_loraplus_optimizer(
-        model=model,
-        optimizer_cls=torch.optim.AdamW,
-        lr=lr,
-        loraplus_lr_ratio=float(options.get("loraplus_lr_ratio", 16.0)),
-        # peft drops plain `weight_decay` for LoRA+ groups; it must be passed under this name.
-        loraplus_weight_decay=weight_decay,
-        weight_decay=weight_decay,
-    )
-
-
-def _loha(settings: AdapterSettings) -> Any:
+def _loha(settings: AdapterSettings, options: Any) -> Any:
     from peft import LoHaConfig
 
+    # module_dropout drops the whole adapter of a layer for a step, like LoRA's dropout removes
+    # its update's input; rank_dropout (rank components) is a different regulariser.
     return LoHaConfig(
         task_type="CAUSAL_LM",
         r=settings.rank,
         alpha=settings.lora_alpha,
-        rank_dropout=settings.dropout,
+        module_dropout=settings.dropout,
         target_modules=settings.target_modules,
     )
 
 
-def _lokr(settings: AdapterSettings) -> Any:
+def _lokr(settings: AdapterSettings, options: Any) -> Any:
     from peft import LoKrConfig
 
     return LoKrConfig(
         task_type="CAUSAL_LM",
         r=settings.rank,
         alpha=settings.lora_alpha,
-        rank_dropout=settings.dropout,
+        module_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+    )
+
+
+class VbLoraOptions(Options):
+    num_vectors: Annotated[int, Field(ge=2, le=65536)] = _opt(
+        256, "vectors in the shared bank (the capacity knob a budget solves)"
+    )
+    vector_length: Annotated[int, Field(ge=1, le=4096)] = _opt(
+        32, "length of each bank vector; must divide every targeted layer's width"
+    )
+    topk: Annotated[int, Field(ge=1, le=16)] = _opt(2, "bank vectors mixed per sub-vector")
+
+
+def _vblora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import VBLoRAConfig
+
+    return VBLoRAConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        num_vectors=options.num_vectors,
+        vector_length=options.vector_length,
+        topk=options.topk,
+        vblora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+    )
+
+
+def _randlora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import RandLoraConfig
+
+    return RandLoraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        randlora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        save_projection=True,  # loads without regenerating the random bases
+    )
+
+
+def _hira(settings: AdapterSettings, options: Any) -> Any:
+    from peft import HiraConfig
+
+    return HiraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        hira_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+    )
+
+
+def _shira(settings: AdapterSettings, options: Any) -> Any:
+    from peft import ShiraConfig
+
+    # The mask is drawn from the run's seeded torch RNG (seed_everything before the adapter).
+    return ShiraConfig(
+        task_type="CAUSAL_LM", r=settings.rank, target_modules=settings.target_modules
+    )
+
+
+class MissOptions(Options):
+    variant: Literal["default", "bat", "mini"] = _opt(
+        "default", "MiSS ('default'), its Bat variant, or the mini variant (mini_r)"
+    )
+    mini_r: Annotated[int, Field(ge=1, le=4096)] = _opt(
+        1, "mini variant: shard rows shared; must divide the out width"
+    )
+
+
+def _miss(settings: AdapterSettings, options: Any) -> Any:
+    from peft import MissConfig
+
+    return MissConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        miss_dropout=settings.dropout,
+        mini_r=options.mini_r,
+        init_weights=True if options.variant == "default" else options.variant,
+        target_modules=settings.target_modules,
+    )
+
+
+class DeloraOptions(Options):
+    delora_lambda: Annotated[float, Field(gt=0, le=1000)] = _opt(
+        15.0, "initial bound on the update's Frobenius norm (trained per layer)"
+    )
+
+
+def _delora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import DeloraConfig
+
+    return DeloraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        delora_lambda=options.delora_lambda,
+        module_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+    )
+
+
+class GraloraOptions(Options):
+    gralora_k: Annotated[int, Field(ge=1, le=16)] = _opt(
+        2, "blocks per side (k x k sub-blocks); the rank is a multiple of k"
+    )
+
+
+def _gralora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import GraloraConfig
+
+    return GraloraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        alpha=settings.lora_alpha,
+        gralora_k=options.gralora_k,
+        gralora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+    )
+
+
+def _gralora_ranks(shapes: Any, options: Any) -> Any:
+    return multiples_up_to_narrowest(options.gralora_k)(shapes, options)
+
+
+class TinyLoraOptions(Options):
+    u: Annotated[int, Field(ge=1, le=65536)] = _opt(
+        64, "trained vector length per layer (the capacity knob a budget solves)"
+    )
+
+
+def _tinylora(settings: AdapterSettings, options: Any) -> Any:
+    from peft import TinyLoraConfig
+
+    return TinyLoraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.rank,
+        u=options.u,
+        tinylora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        save_projection=True,
+    )
+
+
+class C3aOptions(Options):
+    block_size: Annotated[int, Field(ge=1, le=65536)] = _opt(
+        32,
+        "circulant block size; must divide every targeted layer's width. Smaller blocks train "
+        "more parameters (the capacity knob a budget solves)",
+    )
+
+
+def _c3a(settings: AdapterSettings, options: Any) -> Any:
+    from peft import C3AConfig
+
+    return C3AConfig(
+        task_type="CAUSAL_LM",
+        block_size=options.block_size,
+        target_modules=settings.target_modules,
+    )
+
+
+class FourierOptions(Options):
+    n_frequency: Annotated[int, Field(ge=1)] = _opt(
+        1000, "spectral coefficients trained per layer (the capacity knob a budget solves)"
+    )
+    scaling: Annotated[float, Field(gt=0, le=10000)] = _opt(
+        150.0, "scale of the inverse-DFT update, like LoRA's alpha"
+    )
+
+
+def _fourierft(settings: AdapterSettings, options: Any) -> Any:
+    from peft import FourierFTConfig
+
+    return FourierFTConfig(
+        task_type="CAUSAL_LM",
+        n_frequency=options.n_frequency,
+        scaling=options.scaling,
         target_modules=settings.target_modules,
     )
 
@@ -161,20 +536,20 @@ _ENTRIES = [
         "LoRA scaled by alpha/sqrt(r), so higher ranks keep learning instead of collapsing.",
         "Kalajdzievski 2023, A Rank Stabilization Scaling Factor for Fine-Tuning with LoRA, "
         "arXiv:2312.03732",
-        lambda s: _lora(s, use_rslora=True),
+        lambda s, o: _lora(s, use_rslora=True),
     ),
     Technique(
         "dora",
         "Weight-decomposed LoRA: a trained magnitude vector times a LoRA-updated direction.",
         "Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation, arXiv:2402.09353",
-        lambda s: _lora(s, use_dora=True),
+        lambda s, o: _lora(s, use_dora=True),
     ),
     Technique(
         "vera",
         "Frozen shared random low-rank matrices; only per-layer scaling vectors are trained.",
         "Kopiczko et al. 2024, VeRA: Vector-based Random Matrix Adaptation, arXiv:2310.11454",
         _vera,
-        option_names=("d_initial",),
+        options=VeraOptions,
     ),
     Technique(
         "adalora",
@@ -182,24 +557,24 @@ _ENTRIES = [
         "Zhang et al. 2023, AdaLoRA: Adaptive Budget Allocation for Parameter-Efficient "
         "Fine-Tuning, arXiv:2303.10512",
         _adalora,
+        options=AdaLoraOptions,
         after_optimizer_step=_adalora_allocate,
-        option_names=("init_r", "tinit", "tfinal", "deltaT", "orth_reg_weight"),
     ),
     Technique(
         "pissa",
         "LoRA initialised from the principal singular vectors of W; the residual stays frozen.",
         "Meng et al. 2024, PiSSA: Principal Singular Values and Singular Vectors Adaptation, "
         "arXiv:2404.02948",
-        lambda s: _lora(s, init_lora_weights=str(s.options.get("init", "pissa_niter_4"))),
+        lambda s, o: _lora(s, init_lora_weights=o.init),
+        options=PissaOptions,
         rewrites_base=True,
-        option_names=("init",),
     ),
     Technique(
         "olora",
         "LoRA initialised from a QR decomposition of W (orthonormal A), base shifted to match.",
         "Büyükakyüz 2024, OLoRA: Orthonormal Low-Rank Adaptation of Large Language Models, "
         "arXiv:2406.01775",
-        lambda s: _lora(s, init_lora_weights="olora"),
+        lambda s, o: _lora(s, init_lora_weights="olora"),
         rewrites_base=True,
     ),
     Technique(
@@ -207,8 +582,8 @@ _ENTRIES = [
         "LoRA with a higher learning rate for B than for A (ratio 16 by default).",
         "Hayou et al. 2024, LoRA+: Efficient Low Rank Adaptation of Large Models, arXiv:2402.12354",
         _lora,
+        options=LoraPlusOptions,
         make_optimizer=_loraplus_optimizer,
-        option_names=("loraplus_lr_ratio",),
     ),
     Technique(
         "loha",
@@ -225,7 +600,159 @@ _ENTRIES = [
         _lokr,
         # peft stores a Kronecker factor whole once the rank reaches half its width: fewer
         # parameters than the rank below, so the count is not monotonic in the rank.
-        count_rises_with_rank=False,
+        knob=Knob("rank", up_to_narrowest, trend="any", help=RANK.help),
+    ),
+    Technique(
+        "orthogonal",
+        "LoRA with A and B drawn from halves of one random orthogonal matrix (B is not zero: "
+        "the adapter starts slightly off the base).",
+        "Datta 2024, Rethinking LoRA initialisation (orthogonal initialisation), "
+        "https://datta0.github.io/posts/rethink-lora-init/ (peft init_lora_weights='orthogonal')",
+        lambda s, o: _lora(s, init_lora_weights="orthogonal"),
+        knob=Knob("rank", multiples_up_to_narrowest(2), help="rank of the update; even"),
+    ),
+    Technique(
+        "eva",
+        "LoRA whose A is initialised from the SVD of the run's own training activations.",
+        "Paischer et al. 2024, One Initialization to Rule them All: Fine-tuning via Explained "
+        "Variance Adaptation, arXiv:2410.07170",
+        _eva,
+        options=EvaOptions,
+        prepare=_eva_prepare,
+    ),
+    Technique(
+        "lorafa",
+        "LoRA with A frozen at its random init; only B is trained, by peft's LoRA-FA optimizer "
+        "(the count includes the frozen A, which the optimizer never updates).",
+        "Zhang et al. 2023, LoRA-FA: Memory-efficient Low-rank Adaptation for Large Language "
+        "Models Fine-tuning, arXiv:2308.03303",
+        _lora,
+        make_optimizer=_lorafa_optimizer,
+    ),
+    Technique(
+        "riemannian",
+        "LoRA trained with an r x r Riemannian preconditioner on A's and B's gradients.",
+        "Zhang & Pilanci 2024, Riemannian Preconditioned LoRA for Fine-Tuning Foundation "
+        "Models, arXiv:2402.02347",
+        _lora,
+        options=RiemannianOptions,
+        make_optimizer=_riemannian_optimizer,
+    ),
+    Technique(
+        "bdlora",
+        "LoRA with one factor block-diagonal per layer (A for o/down, B for q/k/v/gate/up), "
+        "so tensor-parallel serving needs no extra communication.",
+        "Wang et al. 2025, Block-Diagonal LoRA for Eliminating Communication Overhead in Tensor "
+        "Parallel LoRA Serving (peft BdLoraConfig)",
+        _bdlora,
+        options=BdLoraOptions,
+        knob=Knob("rank", _bdlora_ranks, help="rank of the update; a multiple of nblocks"),
+    ),
+    Technique(
+        "pvera",
+        "VeRA with a probabilistic (sampled) scaling of the shared random bases.",
+        "Fein-Ashley et al. 2025, PVeRA: Probabilistic Vector-Based Random Matrix Adaptation, "
+        "arXiv:2512.07703",
+        _pvera,
+        options=VeraOptions,
+    ),
+    Technique(
+        "vblora",
+        "Every low-rank factor is a top-k mix of vectors from one shared, trained vector bank.",
+        "Li et al. 2024, VB-LoRA: Extreme Parameter Efficient Fine-Tuning with Vector Banks, "
+        "arXiv:2405.15179",
+        _vblora,
+        options=VbLoraOptions,
+        knob=Knob(
+            "num_vectors",
+            lambda shapes, o: range(max(2, o.topk), 65537),
+            help="vectors in the shared bank",
+        ),
+    ),
+    Technique(
+        "randlora",
+        "Full-rank update from many frozen random low-rank bases; only their diagonal "
+        "scalings are trained (a larger r means fewer bases, so fewer parameters).",
+        "Albert et al. 2025, RandLoRA: Full-rank parameter-efficient fine-tuning of large "
+        "models, arXiv:2502.00987",
+        _randlora,
+        # Fewer, larger bases as r rises, but peft rounds the basis count up per layer, so the
+        # count falls only roughly: every rank is counted.
+        knob=Knob("rank", up_to_narrowest, trend="any", help="rank of each random basis"),
+    ),
+    Technique(
+        "hira",
+        "Hadamard product of W with a low-rank BA: a high-rank update from LoRA's parameters.",
+        "Huang et al. 2025, HiRA: Parameter-Efficient Hadamard High-Rank Adaptation for Large "
+        "Language Models, ICLR 2025, https://openreview.net/forum?id=TwJrTz9cRS",
+        _hira,
+    ),
+    Technique(
+        "shira",
+        "Sparse high-rank adapter: a fixed random mask of W's entries is trained, as many as "
+        "LoRA at rank r would train.",
+        "Bhardwaj et al. 2024, Sparse High Rank Adapters, arXiv:2406.13175",
+        _shira,
+        knob=Knob(
+            "rank",
+            lambda shapes, _: range(1, min(i * o // (i + o) for i, o in shapes) + 1),
+            help="sparsity given as the LoRA rank of equal count",
+        ),
+    ),
+    Technique(
+        "miss",
+        "Matrix shard sharing: one small trained shard is expanded over each weight (ex-Bone).",
+        "Kang & Yin 2024, MiSS: Balancing LoRA Performance and Efficiency with Simple Shard "
+        "Sharing, arXiv:2409.15371",
+        _miss,
+        options=MissOptions,
+        knob=Knob("rank", up_to_narrowest, help="shard size; must divide the in width"),
+    ),
+    Technique(
+        "delora",
+        "LoRA whose update is normalised and given a trained bounded strength (angle and "
+        "strength decoupled).",
+        "Bini et al. 2025, Decoupling Angles and Strength in Low-rank Adaptation, arXiv:2503.18225",
+        _delora,
+        options=DeloraOptions,
+    ),
+    Technique(
+        "gralora",
+        "Granular LoRA: the weight is split into k x k blocks, each with its own small LoRA.",
+        "Jung et al. 2025, GraLoRA: Granular Low-Rank Adaptation for Parameter-Efficient "
+        "Fine-Tuning, arXiv:2505.20355",
+        _gralora,
+        options=GraloraOptions,
+        knob=Knob("rank", _gralora_ranks, help="total rank; a multiple of gralora_k"),
+    ),
+    Technique(
+        "tinylora",
+        "A tiny trained vector per layer projected through fixed random tensors onto a "
+        "truncated SVD of W.",
+        "Morris et al. 2026, Learning to Reason in 13 Parameters, arXiv:2602.04118",
+        _tinylora,
+        options=TinyLoraOptions,
+        knob=Knob("u", up_to(65536), help="trained vector length per layer"),
+    ),
+    Technique(
+        "c3a",
+        "Circular-convolution adapter: block-circulant updates computed by FFT.",
+        "Chen et al. 2024, Parameter-Efficient Fine-Tuning via Circular Convolution, "
+        "arXiv:2407.19342",
+        _c3a,
+        options=C3aOptions,
+        knob=Knob("block_size", common_divisors, trend="falls", help="circulant block size"),
+        uses_rank=False,
+    ),
+    Technique(
+        "fourierft",
+        "A few trained spectral coefficients per layer, turned into the update by inverse DFT.",
+        "Gao et al. 2024, Parameter-Efficient Fine-Tuning with Discrete Fourier Transform, "
+        "arXiv:2405.03003",
+        _fourierft,
+        options=FourierOptions,
+        knob=Knob("n_frequency", up_to_smallest_matrix, help="spectral coefficients per layer"),
+        uses_rank=False,
     ),
 ]
 

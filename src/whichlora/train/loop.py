@@ -1,7 +1,8 @@
 """One training run: (base, technique, data, seed) -> a saved PEFT adapter and its log.
 
 The loop is one function to read top to bottom. What differs per technique is explicit in it:
-LoRA+ brings its own optimizer, AdaLoRA reallocates ranks after every optimizer step, and
+EVA initialises from the run's own batches before training, LoRA+ (LoRA-FA, Riemannian) brings
+its own optimizer, AdaLoRA reallocates ranks after every optimizer step, and
 PiSSA/OLoRA rewrite base weights at init, so their adapter is converted on save to load on an
 untouched base.
 
@@ -249,6 +250,20 @@ def train_adapter(
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     with atomic_directory(out_dir) as scratch, tracking:
         model = get_peft_model(model, technique.build_config(settings))
+        device = next(p.device for p in model.parameters() if p.requires_grad)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        prepare_seconds = 0.0
+        if technique.prepare is not None:
+            # Data-driven init (EVA): statistics from this run's own training batches, in the
+            # order its seed gives them; the time is part of the run's cost.
+            prepare_start = time.perf_counter()
+            stream = grouped_batches(examples, request.batch_size, request.seed)
+            technique.prepare(
+                model,
+                ({k: v.to(device) for k, v in collate(b, pad_id).items()} for b in stream),
+                technique.parse_options(settings.options),
+            )
+            prepare_seconds = time.perf_counter() - prepare_start
         if technique.rewrites_base:
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
             # that applies to the untouched base (PEFT's conversion on save). The initial copy
@@ -275,8 +290,6 @@ def train_adapter(
         warmup = round(request.warmup_ratio * request.steps)
         scheduler = _linear_schedule(optimizer, warmup, request.steps)
         batches = grouped_batches(examples, request.batch_size, request.seed)
-        device = next(p.device for p in model.parameters() if p.requires_grad)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         label_positions_only = head_on_label_positions(model)
 
         steps: list[dict[str, Any]] = []
@@ -339,7 +352,7 @@ def train_adapter(
             tracking.log(steps[-1])
             if on_step is not None:
                 on_step(step + 1, total_loss)
-        wall = wall_before + time.perf_counter() - started
+        wall = wall_before + time.perf_counter() - started + prepare_seconds
 
         model.eval()
         adapter_dir = scratch / ADAPTER_DIR
@@ -367,7 +380,8 @@ def train_adapter(
                 # mean over the first and last quarter of the steps
                 "start_loss": _mean_loss(steps[: max(1, len(steps) // 4)]),
                 "end_loss": _mean_loss(steps[-max(1, len(steps) // 4) :]),
-                "wall_seconds": wall,
+                "wall_seconds": wall,  # includes a data-driven init's prepare_seconds
+                "prepare_seconds": prepare_seconds,
                 "seconds_per_step": wall / request.steps,
                 "tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
                 "peak_rss_mb": peak_rss_mb(),
