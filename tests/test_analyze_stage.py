@@ -114,7 +114,7 @@ def test_significance_without_the_baseline_records_a_note() -> None:
 def test_parallel_texts_uses_the_bundled_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    import whichlora.study.datasets as datasets
+    import whichlora.data.languages as datasets
 
     monkeypatch.setattr(datasets, "evaluation_languages", lambda study: ["en", "de", "fr"])
     analysis = SimpleNamespace(parallel="builtin:sentences", sentences_per_language=5)

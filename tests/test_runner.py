@@ -138,14 +138,13 @@ def test_merged_adapter_scores_like_the_unmerged_one(
 ) -> None:
     """Scoring merges each adapter into a fresh base: a plain model, same metrics."""
     import math
-    from types import SimpleNamespace
 
     from peft import PeftModel
 
     from whichlora.config.study import parse_study
     from whichlora.evaluate.suite import evaluate_model
+    from whichlora.models.scoring import load_scoring_model
     from whichlora.study.datasets import evaluation_set, training_data
-    from whichlora.study.runner import load_scoring_model
 
     overrides = {"rank": 16} if technique == "vera" else {}
     trained = train_tiny(technique, learning_rate=5e-2, steps=3, **overrides)
@@ -163,8 +162,8 @@ def test_merged_adapter_scores_like_the_unmerged_one(
                 },
             )
         )
-        ctx = SimpleNamespace(study=study, run_dir=lambda _run_id: trained.out_dir)
-        model, tokenizer = load_scoring_model(ctx, "run")  # type: ignore[arg-type]
+        adapter = trained.out_dir / "adapter"
+        model, tokenizer = load_scoring_model(study.model, adapter, merge)
         assert isinstance(model, PeftModel) is not merge
         evalset = evaluation_set(study, training_data(study)[1])
         result = evaluate_model(model, tokenizer, evalset, "run", max_new_tokens=4)
@@ -172,5 +171,5 @@ def test_merged_adapter_scores_like_the_unmerged_one(
     assert results[True].keys() == results[False].keys()
     for key, merged in results[True].items():
         assert math.isclose(merged, results[False][key], rel_tol=1e-4, abs_tol=1e-4), key
-    base_model, _ = load_scoring_model(ctx, "base")  # type: ignore[arg-type]
+    base_model, _ = load_scoring_model(study.model, None, merge=True)
     assert not isinstance(base_model, PeftModel)

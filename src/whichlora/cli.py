@@ -71,11 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose deprecation notices and advice are about their own API, not the user's study.
+NOISY_MODULES = r"(transformers|peft|torch|accelerate|datasets|lm_eval|huggingface_hub)(\.|$)"
+# Messages known to be harmless here, by the text they start with.
+NOISY_MESSAGES = (
+    r"Already found a `peft_config`",  # PEFT re-wrapping a loaded adapter
+    r"Found missing adapter keys",  # PiSSA/OLoRA conversion on save
+    r"`torch_dtype` is deprecated",
+    r"The attention mask and the pad token id were not set",
+    r"Setting `pad_token_id` to `eos_token_id`",
+)
+
+
 def _quiet_libraries() -> None:
+    """Silence the libraries' known noise; every other warning still reaches the user."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore")
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=NOISY_MODULES)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"peft(\.|$)")
+    for message in NOISY_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging

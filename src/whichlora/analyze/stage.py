@@ -39,6 +39,7 @@ from whichlora.analyze.measures import (
 )
 from whichlora.analyze.representations import Representations, cached_representations
 from whichlora.errors import WhichloraError
+from whichlora.store import BASE
 
 log = logging.getLogger("whichlora")
 
@@ -86,8 +87,8 @@ def evaluated_runs(ctx: Any) -> list[Any]:
 
 def parallel_texts(study: Any) -> dict[str, list[str]]:
     """Parallel sentences in the evaluation languages (that the source has), equally many each."""
+    from whichlora.data.languages import evaluation_languages
     from whichlora.data.parallel import load_parallel
-    from whichlora.study.datasets import evaluation_languages
 
     langs = evaluation_languages(study)
     spec = study.analysis
@@ -454,8 +455,6 @@ def analyze_stage(ctx: Any, progress: bool = True) -> None:
     redone on the next call; the done mark is cleared first so it never vouches for mixed tables.
     """
     from tqdm.auto import tqdm
-
-    from whichlora.study.runner import BASE
 
     study = ctx.study
     runs = evaluated_runs(ctx)

@@ -12,12 +12,9 @@ from filelock import FileLock, Timeout
 from whichlora.config.study import Study, dump_study, load_study
 from whichlora.errors import WhichloraError
 from whichlora.paths import remove_stale_temp, write_text_atomic
-from whichlora.store import Store
+from whichlora.store import DATABASE, LOCK, RESOLVED, Store, selected
 from whichlora.study.plan import RunSpec, plan_study
 
-RESOLVED = "resolved.yaml"
-DATABASE = "results.sqlite"
-LOCK = ".whichlora.lock"
 LENGTH_SAMPLE = 256  # training examples encoded up front to check that responses survive
 
 
@@ -35,10 +32,17 @@ class StudyContext:
 
     def selected_runs(self) -> list[RunSpec]:
         """Runs whose results count: all, or the best learning rate per technique in a sweep."""
-        chosen = self.store.get_kv("selected_runs")
-        if chosen is None:
-            return [r for r in self.runs if not r.sweep]
-        return [r for r in self.runs if r.run_id in set(chosen)]
+        return selected(self.runs, self.store.get_kv("selected_runs"))
+
+    def data(self) -> tuple[list[Any], Any]:
+        """(training records, evaluation set), built once per process."""
+        if "train" not in self.cache:
+            from whichlora.study.datasets import evaluation_set, training_data
+
+            train, validation = training_data(self.study)
+            self.cache["train"] = train
+            self.cache["evalset"] = evaluation_set(self.study, validation)
+        return self.cache["train"], self.cache["evalset"]
 
     def close(self) -> None:
         self.store.close()

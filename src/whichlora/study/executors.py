@@ -14,7 +14,7 @@ from whichlora.config.study import ExecutorSpec
 from whichlora.errors import WhichloraError
 from whichlora.study.context import StudyContext
 from whichlora.study.plan import RunSpec
-from whichlora.study.runner import _progress_bar, describe_failure, record_training, train_one
+from whichlora.study.units import describe_failure, progress_bar, record_training, train_one
 
 log = logging.getLogger("whichlora")
 
@@ -29,9 +29,9 @@ class LocalExecutor:
     def train(
         self, ctx: StudyContext, runs: list[RunSpec], records: list[Any], *, progress: bool
     ) -> None:
-        overall = _progress_bar(len(runs), "train runs", progress)
+        overall = progress_bar(len(runs), "train runs", progress)
         for run in runs:
-            steps = _progress_bar(run.request.steps, run.run_id, progress)
+            steps = progress_bar(run.request.steps, run.run_id, progress)
 
             def on_step(step: int, loss: float, bar: Any = steps) -> None:
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -81,7 +81,7 @@ class RayExecutor:
         )
         records_ref = ray.put(records)
         pending = {task.remote(run, records_ref, str(ctx.run_dir(run.run_id))): run for run in runs}
-        bar = _progress_bar(len(runs), "train runs (ray)", progress)
+        bar = progress_bar(len(runs), "train runs (ray)", progress)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
