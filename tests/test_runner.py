@@ -74,12 +74,15 @@ def test_second_process_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None
         ctx.close()
 
 
-def test_changed_study_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_changed_study_that_discards_nothing_opens(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Nothing finished yet: a changed setting discards nothing, so no --yes is needed, and
+    resolved.yaml follows the study file."""
     path = write_study(tmp_path, tiny_study(tiny_model_dir))
     open_study(path, tmp_path / "out").close()
     write_study(tmp_path, tiny_study(tiny_model_dir, budget={"rank": 2}))
-    with pytest.raises(WhichloraError, match="different configuration"):
-        open_study(path, tmp_path / "out")
+    open_study(path, tmp_path / "out").close()
+    resolved = yaml.safe_load((tmp_path / "out" / "resolved.yaml").read_text(encoding="utf-8"))
+    assert resolved["budget"]["rank"] == 2
 
 
 def test_harness_tasks_are_scored_for_base_and_runs(

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from whichlora.config.study import Study
+from whichlora.data.languages import evaluation_languages
 from whichlora.report.style import Palette
 from whichlora.store import BASE, RESOLVED, Store, selected
 
@@ -61,6 +62,12 @@ class ReportInputs:
 def _planned(store: Store, runs: Sequence[Any], in_results: set[str]) -> pd.DataFrame:
     """Every planned run with its train/evaluate status and, if one failed, the first error."""
     units = {(u.run_id, u.stage): u for u in store.frame("units").itertuples()}
+    for (run_id, stage), unit in list(units.items()):  # evaluation units, per language or task
+        kind = stage.partition(":")[0]
+        if kind in ("evaluate", "harness") and stage != "evaluate":
+            held = units.get((run_id, "evaluate"))
+            if held is None or (held.status == "done" and unit.status == "failed"):
+                units[(run_id, "evaluate")] = unit
     rows = []
     for run in runs:
         row = {c: getattr(run, c) for c in RUN_COLUMNS}
@@ -109,11 +116,16 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
     chosen = selected(runs, store.get_kv("selected_runs"))
     keep = {BASE, *(r.run_id for r in chosen)}
 
+    languages = set(evaluation_languages(study))
+
     def table(name: str, split: str | None = None) -> pd.DataFrame:
         frame = store.frame(name)
         frame = frame[frame["run_id"].isin(keep)]
         if split is not None:
             frame = frame[frame["split"] == split]
+            # languages dropped from the study stay in the store until gc, not in the report
+            harness = frame["metric"].str.startswith("harness:")
+            frame = frame[frame["language"].isin(languages) | harness]
         return frame.reset_index(drop=True)
 
     metrics, examples = table("metrics", "test"), table("examples", "test")

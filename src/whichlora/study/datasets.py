@@ -32,7 +32,7 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
         records,
         languages=data.languages,
         items_per_language=data.items_per_language,
-        seed=study.training.seeds[0],
+        seed=data.split_seed,
         validation_fraction=data.validation_fraction,
         target_ratio=data.target_ratio,
         source_language=study.evaluation.source_language,

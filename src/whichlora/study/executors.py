@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from whichlora.config.study import ExecutorSpec
 from whichlora.errors import WhichloraError
 from whichlora.study.context import StudyContext
+from whichlora.study.keys import TRAIN
 from whichlora.study.plan import RunSpec
 from whichlora.study.units import describe_failure, progress_bar, record_training, train_one
 
@@ -39,7 +40,13 @@ class LocalExecutor:
 
             started = time.perf_counter()
             try:
-                outcome = train_one(run, records, ctx.run_dir(run.run_id), on_step=on_step)
+                outcome = train_one(
+                    run,
+                    records,
+                    ctx.run_dir(run.run_id),
+                    on_step=on_step,
+                    key=ctx.key(run.run_id, TRAIN),
+                )
             except WhichloraError:
                 raise
             except Exception as exc:  # a bug or a resource problem: record it, go on
@@ -80,7 +87,12 @@ class RayExecutor:
             _train_task
         )
         records_ref = ray.put(records)
-        pending = {task.remote(run, records_ref, str(ctx.run_dir(run.run_id))): run for run in runs}
+        pending = {
+            task.remote(
+                run, records_ref, str(ctx.run_dir(run.run_id)), ctx.key(run.run_id, TRAIN)
+            ): run
+            for run in runs
+        }
         bar = progress_bar(len(runs), "train runs (ray)", progress)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -92,12 +104,14 @@ class RayExecutor:
         bar.close()
 
 
-def _train_task(run: RunSpec, records: list[Any], run_dir: str) -> tuple[dict[str, Any], float]:
+def _train_task(
+    run: RunSpec, records: list[Any], run_dir: str, key: str
+) -> tuple[dict[str, Any], float]:
     from pathlib import Path
 
     started = time.perf_counter()
     try:
-        outcome = train_one(run, records, Path(run_dir))
+        outcome = train_one(run, records, Path(run_dir), key=key)
     except Exception as exc:
         outcome = {"status": "failed", "error": describe_failure(exc)}
     return outcome, time.perf_counter() - started

@@ -1,10 +1,14 @@
 """Run a study: every unit of work once, in order, resumable at any point.
 
-Units: evaluate the base model; per run, train then evaluate; choose learning rates; analyse;
-report. A unit's results land in the store in one transaction together with its "done" mark, and
-files appear whole (atomic rename), so a study killed at any moment resumes where it stopped and
-ends exactly as an uninterrupted run would. Evaluation always loads the adapter from disk onto a
-freshly loaded base, so a resumed study scores the same weights as an uninterrupted one.
+Units: evaluate the base model (one unit per evaluation language and per harness task); per run,
+train, then validate (in a learning-rate sweep) and evaluate (per language and task); choose
+learning rates; analyse; report. Each unit is keyed by its inputs (study/keys.py): a unit done
+for its current key is reused, so a study that gains seeds, techniques, rates, languages or tasks
+computes only the new units. A unit's results land in the store in one transaction together with
+its "done" mark and key, and files appear whole (atomic rename), so a study killed at any moment
+resumes where it stopped and ends exactly as an uninterrupted run would. Evaluation always loads
+the adapter from disk onto a freshly loaded base, so a resumed study scores the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -15,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from whichlora.errors import WhichloraError
+from whichlora.evaluate.suite import EvalSet
 from whichlora.models.scoring import load_scoring_model
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
 from whichlora.study.executors import get_executor
+from whichlora.study.keys import HARNESS, TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
-from whichlora.study.units import progress_bar
+from whichlora.study.units import progress_bar, unit_rows
 
 log = logging.getLogger("whichlora")
 STAGES = ("train", "evaluate", "analyze", "report")
@@ -45,10 +51,11 @@ def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
 
 # ---------------------------------------------------------------------------------- train
 def pending_training(ctx: StudyContext, retry_failed: bool = False) -> list[RunSpec]:
+    """Runs never trained, or trained with other inputs (stale), or failed when retrying."""
     out = []
     for run in ctx.runs:
-        status = ctx.store.unit_status(run.run_id, "train")
-        if status is None or (status == "failed" and retry_failed):
+        status = ctx.unit_status(run.run_id, TRAIN)
+        if status in (None, "stale") or (status == "failed" and retry_failed):
             out.append(run)
     return out
 
@@ -62,36 +69,37 @@ def train_stage(ctx: StudyContext, *, progress: bool = True, retry_failed: bool 
 
 
 # ------------------------------------------------------------------------------- evaluate
-def _evaluate_unit(ctx: StudyContext, run_id: str, split: str) -> None:
+def _only_language(evalset: EvalSet, language: str) -> EvalSet:
+    return EvalSet(
+        knowledge={k: v for k, v in evalset.knowledge.items() if k == language},
+        heldout={k: v for k, v in evalset.heldout.items() if k == language},
+        generation={k: v for k, v in evalset.generation.items() if k == language},
+        validation=[],
+    )
+
+
+def _score_unit(
+    ctx: StudyContext, model: Any, tokenizer: Any, run_id: str, stage: str
+) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, str, tuple[Any, ...]]]]:
+    """One scoring unit's rows and what it wrote before (to replace): one evaluation language of
+    the built-in suite, one harness task, or the validation split."""
     from whichlora.evaluate.suite import evaluate_model, evaluate_validation
 
-    stage = "evaluate" if split == "test" else "validate"
-    if ctx.store.unit_status(run_id, stage) == "done":
-        return
     _, evalset = ctx.data()
-    started = time.perf_counter()
-    model, tokenizer = scoring_model(ctx, run_id)
     spec = ctx.study.evaluation
-    if split == "test":
-        result = evaluate_model(
-            model,
-            tokenizer,
-            evalset,
-            run_id,
-            batch_size=spec.batch_size,
-            max_new_tokens=spec.max_new_tokens,
-        )
-    else:
+    kind, _, name = stage.partition(":")
+    if kind == VALIDATE:
         result = evaluate_validation(
             model, tokenizer, evalset.validation, run_id, batch_size=spec.batch_size
         )
-    if split == "test" and spec.harness_tasks:
+        return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
+    if kind == HARNESS:
         from whichlora.evaluate.harness import run_harness
 
         metrics, examples = run_harness(
             model,
             tokenizer,
-            list(spec.harness_tasks),
+            [name],
             include_path=(
                 str(Path(spec.harness_include_path).resolve())
                 if spec.harness_include_path
@@ -101,14 +109,41 @@ def _evaluate_unit(ctx: StudyContext, run_id: str, split: str) -> None:
             batch_size=spec.batch_size,
             run_id=run_id,
         )
-        result.metrics += metrics
-        result.examples += examples
+        return {"metrics": metrics, "examples": examples}, unit_rows(run_id, stage)
+    result = evaluate_model(
+        model,
+        tokenizer,
+        _only_language(evalset, name),
+        run_id,
+        batch_size=spec.batch_size,
+        max_new_tokens=spec.max_new_tokens,
+    )
     rows = {"metrics": result.metrics, "examples": result.examples}
-    clear = [(t, "run_id=? AND split=?", (run_id, split)) for t in ("metrics", "examples")]
-    if split == "test":
-        rows["generations"] = result.generations
-        clear.append(("generations", "run_id=?", (run_id,)))
-    ctx.store.finish_unit(run_id, stage, rows, clear=clear, seconds=time.perf_counter() - started)
+    rows["generations"] = result.generations
+    return rows, unit_rows(run_id, stage)
+
+
+def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str]) -> None:
+    """Every unfinished unit in `stages` of one model, each in its own transaction; the model
+    is loaded once, and only when something is left to do."""
+    pending = [s for s in stages if ctx.unit_status(run_id, s) != "done"]
+    if not pending:
+        return
+    model, tokenizer = scoring_model(ctx, run_id)
+    try:
+        for stage in pending:
+            started = time.perf_counter()
+            rows, clear = _score_unit(ctx, model, tokenizer, run_id, stage)
+            ctx.store.finish_unit(
+                run_id,
+                stage,
+                rows,
+                clear=clear,
+                seconds=time.perf_counter() - started,
+                key=ctx.key(run_id, stage),
+            )
+    finally:
+        del model
 
 
 def select_learning_rates(ctx: StudyContext) -> list[str]:
@@ -116,7 +151,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
     chosen: list[str] = []
     by_label: dict[str, dict[float, list[RunSpec]]] = {}
     for run in ctx.runs:
-        if ctx.store.unit_status(run.run_id, "train") != "done":
+        if ctx.unit_status(run.run_id, TRAIN) != "done":
             continue
         by_label.setdefault(run.label, {}).setdefault(run.learning_rate, []).append(run)
     for _label, rates in by_label.items():
@@ -147,7 +182,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
 
 def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool = True) -> None:
     apply_threads(ctx)
-    trained = [r for r in ctx.runs if ctx.store.unit_status(r.run_id, "train") == "done"]
+    trained = [r for r in ctx.runs if ctx.unit_status(r.run_id, TRAIN) == "done"]
     if only is not None:
         if only != BASE and only not in {r.run_id for r in ctx.runs}:
             raise WhichloraError(
@@ -159,19 +194,19 @@ def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool
                 f"Run '{only}' has not been trained. Fix: `whichlora train` first."
             )
     sweep = [r for r in trained if r.sweep]
-    units: list[tuple[str, str]] = [(BASE, "test")]
-    units += [(r.run_id, "validation") for r in sweep]
-    bar = progress_bar(len(units) + len(trained), "evaluate", progress)
-    for run_id, split in units:
+    models: list[tuple[str, list[str]]] = [(BASE, ctx.test_stages())]
+    models += [(r.run_id, [VALIDATE]) for r in sweep]
+    bar = progress_bar(len(models) + len(trained), "evaluate", progress)
+    for run_id, stages in models:
         if only in (None, run_id):
-            _evaluate_unit(ctx, run_id, split)
+            _evaluate_units(ctx, run_id, stages)
         bar.update(1)
-    if all(ctx.store.unit_status(r.run_id, "train") is not None for r in ctx.runs):
+    if all(ctx.unit_status(r.run_id, TRAIN) in ("done", "failed") for r in ctx.runs):
         select_learning_rates(ctx)
     selected = {r.run_id for r in ctx.selected_runs()}
     for run in trained:
         if run.run_id in selected and only in (None, run.run_id):
-            _evaluate_unit(ctx, run.run_id, "test")
+            _evaluate_units(ctx, run.run_id, ctx.test_stages())
         bar.update(1)
     bar.close()
 
@@ -192,8 +227,8 @@ def run_all(
     if "analyze" in stages:
         from whichlora.analyze.stage import analyze_stage
 
-        analyze_stage(ctx, progress=progress)
+        analyze_stage(ctx, progress=progress, key=ctx.analysis_key())
     if "report" in stages:
         from whichlora.report.build import build_report
 
-        build_report(ctx.store, ctx.study, ctx.study_dir, ctx.runs)
+        build_report(ctx.store, ctx.study, ctx.study_dir, ctx.current_runs())
