@@ -114,7 +114,7 @@ def test_significance_without_the_baseline_records_a_note() -> None:
 def test_parallel_texts_uses_the_bundled_sentences(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    import whichlora.study.datasets as datasets
+    import whichlora.data.languages as datasets
 
     monkeypatch.setattr(datasets, "evaluation_languages", lambda study: ["en", "de", "fr"])
     analysis = SimpleNamespace(parallel="builtin:sentences", sentences_per_language=5)
@@ -169,8 +169,13 @@ def _fake_train_and_evaluate(ctx: Any, run: Any, model_dir: Path, shift: float) 
         for metric, base, sign in (("mc_acc", 0.5, 1), ("nll", 2.0, -1))
         for i in range(8)
     ]
-    ctx.store.finish_unit(run.run_id, "train", {})
-    ctx.store.finish_unit(run.run_id, "evaluate", {"examples": examples})
+    ctx.store.finish_unit(run.run_id, "train", {}, key=ctx.key(run.run_id, "train"))
+    for unit in ctx.test_stages():
+        lang = unit.partition(":")[2]
+        rows = [e for e in examples if e["language"] == lang]
+        ctx.store.finish_unit(
+            run.run_id, unit, {"examples": rows}, key=ctx.key(run.run_id, unit), clear=[]
+        )
 
 
 def test_analyze_stage_end_to_end(

@@ -135,7 +135,7 @@ def leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.name.startswith(".tmp-") or p.suffix == ".tmp"]
 
 
-def check_complete(folder: Path, reference: Reference) -> None:
+def check_complete(folder: Path, reference: Reference, languages: list[str] | None = None) -> None:
     """Same store as the uninterrupted run, nothing half-written, every run exactly once."""
     assert leftovers(folder) == []
     assert results_of(folder) == results_of(reference.folder)
@@ -143,7 +143,9 @@ def check_complete(folder: Path, reference: Reference) -> None:
         runs = [row[0] for row in store.query("SELECT run_id FROM runs")]
         units = store.query("SELECT run_id, stage, status FROM units")
     assert sorted(runs) == sorted(reference.planned)
-    for stage, expected in (("train", []), ("evaluate", ["base"])):
+    languages = languages or crash_study(Path("."))["evaluation"]["languages"]
+    stages = [("train", [])] + [(f"evaluate:{lang}", ["base"]) for lang in languages]
+    for stage, expected in stages:
         done = sorted(r for r, s, status in units if s == stage and status == "done")
         assert done == sorted([*expected, *reference.planned]), (stage, units)
     known = {*reference.planned, "base", "study"}
@@ -196,6 +198,46 @@ def test_sigkill_twenty_times_then_resume(reference: Reference, tmp_path: Path) 
         total += len(history["kills"])
         check_complete(folder, reference)
     assert total == 20
+
+
+@pytest.fixture(scope="module")
+def extended(reference: Reference, tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """The reference study plus a seed, a technique and a language, run fresh; `seconds` is how
+    long extending the finished reference takes (the window the kills land in)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("extended")
+    study = yaml.safe_load(reference.study.read_text(encoding="utf-8"))
+    study["training"]["seeds"] = [0, 1]
+    study["techniques"] = ["lora", "dora", "rslora"]
+    study["evaluation"]["languages"] = ["en", "de", "sw", "yo"]
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    run_to_end(path, root / "fresh", root / "fresh.log")
+    shutil.copytree(reference.folder, root / "grown")
+    started = time.monotonic()
+    run_to_end(path, root / "grown", root / "grown.log")
+    seconds = time.monotonic() - started
+    with Store(root / "fresh" / "results.sqlite") as store:
+        planned = [row[0] for row in store.query("SELECT run_id FROM runs")]
+    ext = Reference(study=path, folder=root / "fresh", seconds=seconds, planned=planned)
+    check_complete(root / "grown", ext, languages=study["evaluation"]["languages"])
+    return ext
+
+
+def test_sigkill_while_extending_a_study_then_resume(
+    reference: Reference, extended: Reference, tmp_path: Path
+) -> None:
+    """Kill -9 a study while it grows (new runs train, old runs score a new language): the
+    resumed store equals a fresh run of the extended study, nothing lost or duplicated."""
+    import shutil
+
+    folder = tmp_path / "killed"
+    shutil.copytree(reference.folder, folder)
+    history = kill_and_resume(extended, folder, kills=4, seed=SEED + 99)
+    assert len(history["kills"]) == 4
+    languages = yaml.safe_load(extended.study.read_text(encoding="utf-8"))["evaluation"]
+    check_complete(folder, extended, languages=languages["languages"])
 
 
 def test_same_study_same_seed_same_results(reference: Reference, tmp_path: Path) -> None:

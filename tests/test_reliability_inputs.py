@@ -121,14 +121,18 @@ def _bad_resolved(tmp: Path, study: Path) -> None:
 
 
 def _other_study(tmp: Path, study: Path) -> None:
-    """The --out folder already holds a (valid) study with another configuration."""
+    """The --out folder already holds a study with another configuration and a finished unit
+    that the study under test would discard (its inputs changed)."""
     from whichlora.study.context import open_study
 
     other = tmp / "other.yaml"
     data = yaml.safe_load(study.read_text(encoding="utf-8"))
     data["budget"] = {"rank": 2}
     other.write_text(yaml.safe_dump(data), encoding="utf-8")
-    open_study(other, tmp / "out").close()
+    ctx = open_study(other, tmp / "out")
+    run = ctx.runs[0]
+    ctx.store.finish_unit(run.run_id, "train", {}, key=ctx.key(run.run_id, "train"))
+    ctx.close()
 
 
 SETUPS: dict[str, Callable[[Path, Path], None]] = {

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -100,7 +99,7 @@ def test_trust_remote_code_reaches_from_pretrained(
     """From the study file to every transformers loader: preflight, training and scoring."""
     import transformers
 
-    from whichlora.study.runner import load_scoring_model
+    from whichlora.models.scoring import load_scoring_model
     from whichlora.train.loop import train_adapter
 
     spies = {}
@@ -112,7 +111,7 @@ def test_trust_remote_code_reaches_from_pretrained(
     study = parse_study(small_study({"id": str(tiny_model_dir), "trust_remote_code": trust}))
     runs = plan_study(study)
     preflight(study, runs, tmp_path / "study.yaml")
-    load_scoring_model(SimpleNamespace(study=study), "base")  # type: ignore[arg-type]
+    load_scoring_model(study.model, None, merge=True)
     spies["AutoModelForCausalLM"].stop = True
     with pytest.raises(_Stop):
         train_adapter(runs[0].request, [], tmp_path / "run")

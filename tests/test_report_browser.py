@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from synthetic import SyntheticSpec, make_synthetic_study
 
 from whichlora.report.build import build_report
-from whichlora.report.synthetic import SyntheticSpec, make_synthetic_study
 
 BROWSER = next((b for b in ("chromium", "chromium-browser") if shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(
@@ -66,7 +66,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("browser")
     ctx = make_synthetic_study(root, SyntheticSpec(failed=("pissa-s1",)))
     try:
-        yield build_report(ctx)
+        yield build_report(ctx.store, ctx.study, ctx.study_dir, ctx.runs)
     finally:
         ctx.close()
 

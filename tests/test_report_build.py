@@ -9,16 +9,17 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from synthetic import SyntheticSpec, make_synthetic_study
 
 from whichlora.report import build as build_module
 from whichlora.report.build import SECTION_FAILED, build_report
 from whichlora.report.document import Document
-from whichlora.report.synthetic import SyntheticSpec, make_synthetic_study
 from whichlora.study.context import StudyContext
 
 SECTION_TITLES = [
@@ -41,6 +42,10 @@ FIGURES = {
 }
 
 
+def _report_args(ctx: Any) -> tuple[Any, ...]:
+    return ctx.store, ctx.study, ctx.study_dir, ctx.runs
+
+
 def _study(root: Path, spec: SyntheticSpec | None = None) -> StudyContext:
     root.mkdir(parents=True, exist_ok=True)
     return make_synthetic_study(root, spec)
@@ -49,7 +54,7 @@ def _study(root: Path, spec: SyntheticSpec | None = None) -> StudyContext:
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[StudyContext, Path]]:
     ctx = _study(tmp_path_factory.mktemp("full"))
-    html = build_report(ctx)
+    html = build_report(*_report_args(ctx))
     yield ctx, html
     ctx.close()
 
@@ -168,7 +173,7 @@ def test_rebuild_is_identical_and_replaces_stale_files(full: tuple[StudyContext,
     before = html.read_bytes(), (html.parent / "report.md").read_bytes()
     stale = html.parent / "tables" / "stale.csv"
     stale.write_text("old\n")
-    build_report(ctx)
+    build_report(*_report_args(ctx))
     assert (html.read_bytes(), (html.parent / "report.md").read_bytes()) == before
     assert not stale.exists()
 
@@ -185,7 +190,7 @@ def test_a_failed_write_keeps_the_old_report(
     monkeypatch.setattr(build_module, "assemble", lambda inputs: Document("t", "s"))
     monkeypatch.setattr(build_module, "to_html", boom)
     with pytest.raises(RuntimeError):
-        build_report(ctx)
+        build_report(*_report_args(ctx))
     assert html.read_bytes() == before
     assert not list(ctx.study_dir.glob(".tmp-*"))
 
@@ -199,7 +204,7 @@ def test_a_broken_section_becomes_a_note(
         raise KeyError("surprise")
 
     monkeypatch.setattr(build_module, "cost_section", broken)
-    doc = build_module.assemble(build_module.load_inputs(ctx))
+    doc = build_module.assemble(build_module.load_inputs(*_report_args(ctx)))
     notes = [b.text for s in doc.sections for b in s.blocks if getattr(b, "kind", "") == "note"]
     assert any(SECTION_FAILED in n and "surprise" in n for n in notes)
     assert [s.title for s in doc.sections][0] == "Verdict"
@@ -207,7 +212,7 @@ def test_a_broken_section_becomes_a_note(
 
 
 def _texts(ctx: StudyContext) -> str:
-    html = build_report(ctx)
+    html = build_report(*_report_args(ctx))
     return html.read_text(encoding="utf-8")
 
 
@@ -279,7 +284,7 @@ def test_eight_runs_build_fast(tmp_path: Path) -> None:
     ctx = _study(tmp_path, spec)
     try:
         started = time.process_time()
-        build_report(ctx)
+        build_report(*_report_args(ctx))
         assert time.process_time() - started < 10
     finally:
         ctx.close()

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from synthetic import SyntheticSpec, make_synthetic_study
 
 from whichlora.report.cdplot import cliques
 from whichlora.report.deltas import CONFIDENCE, bootstrap_cell, resample_weights
 from whichlora.report.document import fmt_bytes, fmt_ci, fmt_num
 from whichlora.report.inputs import load_inputs
 from whichlora.report.style import BASE_COLOR, OKABE_ITO, Palette
-from whichlora.report.synthetic import SyntheticSpec, make_synthetic_study
 from whichlora.report.verdict import comparisons, verdict_text
 from whichlora.study.context import StudyContext
 
@@ -132,7 +132,7 @@ def _row(family: str, metric: str, technique: str, **payload: object) -> dict[st
 
 def _verdict(ctx: StudyContext, rows: list[dict[str, object]]) -> str:
     ctx.store.replace_table("significance", rows, "significance")
-    inputs = load_inputs(ctx)
+    inputs = load_inputs(ctx.store, ctx.study, ctx.study_dir, ctx.runs)
     return verdict_text(inputs, comparisons(inputs), seeds=2)
 
 

@@ -74,12 +74,15 @@ def test_second_process_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None
         ctx.close()
 
 
-def test_changed_study_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_changed_study_that_discards_nothing_opens(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Nothing finished yet: a changed setting discards nothing, so no --yes is needed, and
+    resolved.yaml follows the study file."""
     path = write_study(tmp_path, tiny_study(tiny_model_dir))
     open_study(path, tmp_path / "out").close()
     write_study(tmp_path, tiny_study(tiny_model_dir, budget={"rank": 2}))
-    with pytest.raises(WhichloraError, match="different configuration"):
-        open_study(path, tmp_path / "out")
+    open_study(path, tmp_path / "out").close()
+    resolved = yaml.safe_load((tmp_path / "out" / "resolved.yaml").read_text(encoding="utf-8"))
+    assert resolved["budget"]["rank"] == 2
 
 
 def test_harness_tasks_are_scored_for_base_and_runs(
@@ -138,14 +141,13 @@ def test_merged_adapter_scores_like_the_unmerged_one(
 ) -> None:
     """Scoring merges each adapter into a fresh base: a plain model, same metrics."""
     import math
-    from types import SimpleNamespace
 
     from peft import PeftModel
 
     from whichlora.config.study import parse_study
     from whichlora.evaluate.suite import evaluate_model
+    from whichlora.models.scoring import load_scoring_model
     from whichlora.study.datasets import evaluation_set, training_data
-    from whichlora.study.runner import load_scoring_model
 
     overrides = {"rank": 16} if technique == "vera" else {}
     trained = train_tiny(technique, learning_rate=5e-2, steps=3, **overrides)
@@ -163,8 +165,8 @@ def test_merged_adapter_scores_like_the_unmerged_one(
                 },
             )
         )
-        ctx = SimpleNamespace(study=study, run_dir=lambda _run_id: trained.out_dir)
-        model, tokenizer = load_scoring_model(ctx, "run")  # type: ignore[arg-type]
+        adapter = trained.out_dir / "adapter"
+        model, tokenizer = load_scoring_model(study.model, adapter, merge)
         assert isinstance(model, PeftModel) is not merge
         evalset = evaluation_set(study, training_data(study)[1])
         result = evaluate_model(model, tokenizer, evalset, "run", max_new_tokens=4)
@@ -172,5 +174,5 @@ def test_merged_adapter_scores_like_the_unmerged_one(
     assert results[True].keys() == results[False].keys()
     for key, merged in results[True].items():
         assert math.isclose(merged, results[False][key], rel_tol=1e-4, abs_tol=1e-4), key
-    base_model, _ = load_scoring_model(ctx, "base")  # type: ignore[arg-type]
+    base_model, _ = load_scoring_model(study.model, None, merge=True)
     assert not isinstance(base_model, PeftModel)

@@ -16,17 +16,26 @@ from whichlora.errors import WhichloraError
 
 EPILOG = """examples:
   whichlora run examples/quickstart.yaml          run (or resume) a study end to end
-  whichlora plan examples/quickstart.yaml         show the runs and their estimated cost
+  whichlora plan examples/quickstart.yaml         dry run: each unit done/new/stale, and the cost
+  whichlora run examples/quickstart.yaml --yes    run even if changed settings redo finished units
+  whichlora gc examples/quickstart.yaml           free results the study no longer asks for
   whichlora techniques --model builtin:smollm2-135m
   whichlora data show builtin:instructions
   whichlora report studies/quickstart --open
 """
 
 
-def _study_args(parser: argparse.ArgumentParser) -> None:
+def _study_args(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
     parser.add_argument("study", help="study YAML file, or a study folder made by `whichlora run`")
     parser.add_argument("--out", help="study folder (default: ./studies/<study name>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if writes:
+        parser.add_argument(
+            "--yes",
+            action="store_true",
+            help="redo finished units whose settings changed (stale in `whichlora plan`), "
+            "replacing their results; without it such a run stops and lists them",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,8 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train, evaluate, analyse and report every run (resumable)")
     _study_args(p)
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
-    p = sub.add_parser("plan", help="list the runs of a study with estimated cost")
-    _study_args(p)
+    p = sub.add_parser(
+        "plan", help="dry run: every unit done, new or stale, and the cost of what remains"
+    )
+    _study_args(p, writes=False)
+    p = sub.add_parser("gc", help="delete results the study no longer asks for (rows and files)")
+    _study_args(p, writes=False)
+    p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     p = sub.add_parser("train", help="train every run not trained yet")
     _study_args(p)
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
@@ -81,11 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries whose deprecation notices and advice are about their own API, not the user's study.
+NOISY_MODULES = r"(transformers|peft|torch|accelerate|datasets|lm_eval|huggingface_hub)(\.|$)"
+# Messages known to be harmless here, by the text they start with.
+NOISY_MESSAGES = (
+    r"Already found a `peft_config`",  # PEFT re-wrapping a loaded adapter
+    r"Found missing adapter keys",  # PiSSA/OLoRA conversion on save
+    r"`torch_dtype` is deprecated",
+    r"The attention mask and the pad token id were not set",
+    r"Setting `pad_token_id` to `eos_token_id`",
+)
+
+
 def _quiet_libraries() -> None:
+    """Silence the libraries' known noise; every other warning still reaches the user."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore")
+    for category in (FutureWarning, DeprecationWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=NOISY_MODULES)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"peft(\.|$)")
+    for message in NOISY_MESSAGES:
+        warnings.filterwarnings("ignore", message=message)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
@@ -209,35 +240,68 @@ def cmd_data_show(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from whichlora.study.context import open_study
-    from whichlora.study.estimate import summarize_plan
+    from whichlora.study.status import unit_estimates, unit_states
 
-    ctx = open_study(args.study, args.out, locked=False)
+    ctx = open_study(args.study, args.out, readonly=True)
     try:
-        frame, totals = summarize_plan(ctx)
+        states = unit_states(ctx)
+        seconds = unit_estimates(ctx, states)
+        train, _ = ctx.data()
     finally:
         ctx.close()
-    print(f"study {ctx.study.name}: {len(frame)} runs, folder {ctx.study_dir}")
-    print(
-        f"base model {ctx.study.model.id}: {totals['base_params']:,} parameters; "
-        f"{totals['train_examples']} training examples, {totals['mean_tokens']:.0f} tokens each"
+    where = "" if (ctx.study_dir / "results.sqlite").is_file() else " (not created yet)"
+    print(f"study {ctx.study.name}: {len(ctx.runs)} runs, folder {ctx.study_dir}{where}")
+    print(f"base model {ctx.study.model.id}; {len(train)} training examples")
+    width = max([len(u.run_id) for u in states] + [6])
+    stage_width = max([len(u.stage) for u in states] + [5])
+    print(f"{'unit':<{width}}  {'stage':<{stage_width}}  state    estimate")
+    for unit in states:
+        est = seconds.get((unit.run_id, unit.stage))
+        cost = f"~{est:.0f} s" if est is not None and unit.state in ("new", "stale") else ""
+        state = "unused (kept until `whichlora gc`)" if unit.state == "unused" else unit.state
+        print(f"{unit.run_id:<{width}}  {unit.stage:<{stage_width}}  {state:<7}  {cost}")
+    counts = {s: sum(u.state == s for u in states) for s in ("done", "new", "stale", "failed")}
+    remaining = sum(
+        seconds.get((u.run_id, u.stage), 0.0) for u in states if u.state in ("new", "stale")
     )
-    shown = frame[
-        [
-            "run_id",
-            "technique",
-            "seed",
-            "learning_rate",
-            "rank",
-            "train_seconds",
-            "evaluate_seconds",
-            "total_seconds",
-        ]
-    ]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(
-        f"base evaluation ~{totals['base_evaluate_seconds']:.0f} s; estimated total "
-        f"~{totals['total_seconds'] / 60:.1f} min on this machine (estimate, not a measurement)"
+        f"{counts['done']} done, {counts['new']} new, {counts['stale']} stale, "
+        f"{counts['failed']} failed; what remains ~{remaining / 60:.1f} min on this machine "
+        "(estimate, not a measurement), plus analysis and report"
     )
+    if counts["stale"]:
+        print(
+            "stale units were finished with other settings: `whichlora run` redoes them (and "
+            "replaces their results) only with --yes; or give a new --out folder"
+        )
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    from whichlora.study.context import open_study
+    from whichlora.study.status import collect_garbage, find_garbage, garbage_rows
+
+    ctx = open_study(
+        args.study, args.out, create=False, check=False, discard=True, readonly=args.dry_run
+    )
+    try:
+        garbage = find_garbage(ctx)
+        rows, files, size = garbage_rows(ctx, garbage), garbage.n_files(), garbage.n_bytes()
+        before = ctx.store.path.stat().st_size
+        if not args.dry_run:
+            collect_garbage(ctx, garbage)
+        after = ctx.store.path.stat().st_size
+    finally:
+        ctx.close()
+    verb = "would free" if args.dry_run else "freed"
+    print(
+        f"gc {verb} {rows} store rows ({len(garbage.units)} unused or stale units, "
+        f"{len(garbage.run_ids)} runs no longer planned) and {files} files "
+        f"({size / 1e6:.1f} MB) in {ctx.study_dir}"
+    )
+    if not args.dry_run:
+        print(f"store {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+    for path in garbage.paths:
+        print(f"  {path}")
 
 
 def _stage(args: argparse.Namespace, stages: tuple[str, ...]) -> None:
@@ -245,7 +309,9 @@ def _stage(args: argparse.Namespace, stages: tuple[str, ...]) -> None:
     from whichlora.study.runner import run_all
 
     # The report reads only the store: a finished study reports even if its data moved since.
-    ctx = open_study(args.study, args.out, check=stages != ("report",))
+    ctx = open_study(
+        args.study, args.out, check=stages != ("report",), discard=getattr(args, "yes", False)
+    )
     try:
         run_all(
             ctx,
@@ -265,7 +331,7 @@ def _print_outcome(ctx: object, stages: tuple[str, ...]) -> None:
     failed = [
         (r.run_id, ctx.store.unit_error(r.run_id, "train"))
         for r in ctx.runs
-        if ctx.store.unit_status(r.run_id, "train") == "failed"
+        if ctx.unit_status(r.run_id, "train") == "failed"
     ]
     for run_id, error in failed:
         print(f"run {run_id} failed: {error}", file=sys.stderr)
@@ -278,7 +344,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from whichlora.study.context import open_study
     from whichlora.study.runner import evaluate_stage
 
-    ctx = open_study(args.study, args.out)
+    ctx = open_study(args.study, args.out, discard=args.yes)
     try:
         evaluate_stage(ctx, only=args.run, progress=not args.quiet)
     finally:
@@ -292,7 +358,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
         from whichlora.study.context import open_study
 
-        ctx = open_study(args.study, args.out, locked=False, create=False)
+        ctx = open_study(args.study, args.out, create=False, check=False, readonly=True)
         ctx.close()
         webbrowser.open((ctx.study_dir / "report" / "report.html").as_uri())
 
@@ -307,6 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd_data_show(args)
         elif args.command == "plan":
             cmd_plan(args)
+        elif args.command == "gc":
+            cmd_gc(args)
         elif args.command == "run":
             _stage(args, ("train", "evaluate", "analyze", "report"))
         elif args.command == "train":

@@ -9,7 +9,6 @@ vector per sentence. Forward passes are the expensive part, so results are cache
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import tempfile
@@ -21,6 +20,11 @@ from typing import Any
 import numpy as np
 
 from whichlora.errors import WhichloraError
+from whichlora.models.introspect import accepts_logits_to_keep
+from whichlora.models.introspect import pad_id as pad_token
+from whichlora.models.scoring import load_scoring_model
+from whichlora.store import BASE
+from whichlora.store.names import ADAPTER_DIR
 
 __all__ = [
     "POOLINGS",
@@ -90,12 +94,7 @@ def _check_texts(texts: Mapping[str, Sequence[str]]) -> tuple[list[str], int]:
 
 def _forward_kwargs(model: Any) -> dict[str, Any]:
     """Skip the full-vocabulary logits where the model allows: only hidden states are needed."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        params = inspect.signature(target.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
 
 
 def _model_device(model: Any) -> Any:
@@ -136,9 +135,7 @@ def layer_representations(
     empty = [flat[i] for i, seq in enumerate(ids) if not seq]
     if empty:
         raise WhichloraError(f"{len(empty)} sentence(s) encode to no tokens, e.g. {empty[0]!r}.")
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad_id = pad_token(tokenizer)
     order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
     device = _model_device(model)
     kwargs = _forward_kwargs(model)
@@ -208,8 +205,6 @@ def _adapter_digest(folder: Path) -> str:
 
 def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> str:
     """Hash of everything the vectors depend on: texts, model reference, adapter, extractor."""
-    from whichlora.study.runner import BASE
-
     spec = ctx.study.model
     adapter = "" if run_id == BASE else _adapter_digest(ctx.run_dir(run_id) / "adapter")
     payload = {
@@ -267,6 +262,11 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
         raise
 
 
+def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
+    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
+    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+
+
 def cached_representations(
     ctx: Any,
     run_id: str,
@@ -287,9 +287,7 @@ def cached_representations(
     if cached is not None:
         return cached
     if loader is None:
-        from whichlora.study.runner import load_scoring_model
-
-        loader = load_scoring_model
+        loader = _load_for_embedding
     model, tokenizer = loader(ctx, run_id)
     try:
         reps = layer_representations(

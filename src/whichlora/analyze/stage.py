@@ -39,6 +39,7 @@ from whichlora.analyze.measures import (
 )
 from whichlora.analyze.representations import Representations, cached_representations
 from whichlora.errors import WhichloraError
+from whichlora.store import BASE
 
 log = logging.getLogger("whichlora")
 
@@ -80,14 +81,15 @@ FRIEDMAN = "__friedman__"
 
 
 def evaluated_runs(ctx: Any) -> list[Any]:
-    """Selected runs whose test evaluation is done, in plan order: the runs results count for."""
-    return [r for r in ctx.selected_runs() if ctx.store.unit_status(r.run_id, "evaluate") == "done"]
+    """Selected runs whose test evaluation is done (every unit, for its current inputs), in plan
+    order: the runs results count for."""
+    return [r for r in ctx.selected_runs() if ctx.is_evaluated(r.run_id)]
 
 
 def parallel_texts(study: Any) -> dict[str, list[str]]:
     """Parallel sentences in the evaluation languages (that the source has), equally many each."""
+    from whichlora.data.languages import evaluation_languages
     from whichlora.data.parallel import load_parallel
-    from whichlora.study.datasets import evaluation_languages
 
     langs = evaluation_languages(study)
     spec = study.analysis
@@ -329,8 +331,11 @@ def _sig_row(
 
 
 def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
-    """Per-example test scores (technique = run label) in significance.SCORE_COLUMNS layout."""
+    """Per-example test scores (technique = run label) in significance.SCORE_COLUMNS layout,
+    in the study's evaluation languages only (a language dropped from the study stays in the
+    store until `whichlora gc`, but is not compared)."""
     from whichlora.analyze.significance import SCORE_COLUMNS
+    from whichlora.data.languages import evaluation_languages
     from whichlora.evaluate.suite import HIGHER_IS_BETTER
 
     if not run_ids:
@@ -343,6 +348,8 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
         tuple(run_ids),
     )
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+    current = frame["language"].isin(evaluation_languages(ctx.study))
+    frame = frame[current | frame["metric"].str.startswith("harness:")]
     frame = frame[frame["metric"].isin(list(HIGHER_IS_BETTER))]
     return frame.sort_values(list(SCORE_COLUMNS[:5]), kind="stable").reset_index(drop=True)
 
@@ -441,11 +448,14 @@ def significance_rows(
 # --------------------------------------------------------------------------- the stage
 
 
-def analyze_stage(ctx: Any, progress: bool = True) -> None:
+def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> None:
     """Compute and store representation measures and significance tests for the study.
 
     Models: the base plus every selected run whose evaluation is done. Skipped when the stage is
-    done for the same set of runs. Representations are cached per model (analysis/reps/*.npz).
+    done for the same set of runs and the same `key` (the study layer's content key of every
+    input: the models' evaluation units and the analysis settings). Representations are cached
+    per model (analysis/reps/*.npz), keyed by their exact inputs: a new evaluation language
+    re-embeds every model (the texts changed), a new run embeds only that run.
     The language-ID probe runs on every k-th layer plus the last (k from PROBE_BUDGET_S, so all
     probes take roughly 20 s at most); every other measure covers every layer.
 
@@ -455,12 +465,10 @@ def analyze_stage(ctx: Any, progress: bool = True) -> None:
     """
     from tqdm.auto import tqdm
 
-    from whichlora.study.runner import BASE
-
     study = ctx.study
     runs = evaluated_runs(ctx)
     run_ids = [r.run_id for r in runs]
-    inputs = {"version": ANALYSIS_VERSION, "runs": sorted(run_ids)}
+    inputs = {"version": ANALYSIS_VERSION, "runs": sorted(run_ids), "key": key}
     if ctx.store.unit_status("study", STAGE) == "done" and ctx.store.get_kv(KV_INPUTS) == inputs:
         return
     ctx.store.clear_stage(STAGE)
@@ -493,8 +501,8 @@ def analyze_stage(ctx: Any, progress: bool = True) -> None:
     spec = study.analysis
     sig = significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
     tested = time.perf_counter()
-    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - started)
-    ctx.store.replace_table("significance", sig, STAGE, seconds=tested - measured)
+    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - started, key=key)
+    ctx.store.replace_table("significance", sig, STAGE, seconds=tested - measured, key=key)
     ctx.store.set_kv(KV_INPUTS, inputs)
     log.info(
         "analyzed %d model(s): representations %.1f s, measures %.1f s, significance %.1f s",

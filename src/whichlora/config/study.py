@@ -138,6 +138,11 @@ class DataSpec(Strict):
         None, description="add target-language items, e.g. {sw: 0.01} = 1% of the source count"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="source-specific settings")
+    split_seed: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="seed of the item sampling and train/validation split; its own seed, so "
+        "adding training seeds never changes the data of finished runs",
+    )
 
 
 class TrainingSpec(Strict):

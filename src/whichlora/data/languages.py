@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 import yaml
 
@@ -133,3 +134,12 @@ def iso639_3(code: str) -> str | None:
     """ISO 639-3 code of a canonical code (the macrolanguage for macrolanguages)."""
     row = _iso_table()[0].get(code)
     return row.part3 if row else None
+
+
+def evaluation_languages(study: Any) -> list[str]:
+    """The languages a study evaluates: those it lists (all bundled ones when none), the source
+    language first when the list lacks it."""
+    langs = study.evaluation.languages or sorted(bundled_languages())
+    if study.evaluation.source_language not in langs:
+        langs = [study.evaluation.source_language, *langs]
+    return list(dict.fromkeys(langs))

@@ -15,7 +15,6 @@ results may differ from it in the last digits (float32 results match to about 1e
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 
 from whichlora.errors import WhichloraError
+from whichlora.models.introspect import accepts_logits_to_keep
+from whichlora.models.introspect import pad_id as _pad_id
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase as Tokenizer
@@ -262,14 +263,6 @@ def _padding_mask(segments: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- model calls
 
 
-def _base_model(model: CausalLM) -> CausalLM:
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _accepts_logits_to_keep(model: CausalLM) -> bool:
-    return "logits_to_keep" in inspect.signature(_base_model(model).forward).parameters
-
-
 def _can_pack(model: CausalLM) -> bool:
     """Our block mask replaces the model's own: only safe for plain full-causal attention.
 
@@ -286,12 +279,6 @@ def _can_pack(model: CausalLM) -> bool:
 def _model_dtype(model: CausalLM) -> torch.dtype:
     dtype = getattr(model, "dtype", None)
     return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
-
-
-def _pad_id(tokenizer: Tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    pad = tokenizer.eos_token_id if pad is None else pad
-    return 0 if pad is None else pad
 
 
 @contextlib.contextmanager
@@ -362,7 +349,7 @@ def _score_tokens(
     max_length = _max_length(model, tokenizer)
     requests = [_truncate(req, max_length, i) for i, req in enumerate(requests)]
     plan = _Plan(
-        _pad_id(tokenizer), _can_pack(model), _accepts_logits_to_keep(model), _model_dtype(model)
+        _pad_id(tokenizer), _can_pack(model), accepts_logits_to_keep(model), _model_dtype(model)
     )
     rows = _build_rows(requests, per_row=batch_size if plan.packed else 1)
     results: list[tuple[float, bool] | None] = [None] * len(requests)

@@ -1,2 +1,3 @@
-"""The report stage: `build_report(ctx)` in build.py turns a study folder into report/ (HTML,
-Markdown, figures and CSV/JSON tables); synthetic.py makes a small study to preview it."""
+"""The report stage: `build_report(store, study, study_dir, runs)` in build.py turns a study's
+results into report/ (HTML, Markdown, figures and CSV/JSON tables); tests/synthetic.py makes a
+small study to preview it."""

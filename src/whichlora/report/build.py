@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -28,7 +29,7 @@ from whichlora.report.sections import (
     tradeoff_section,
     verdict_section,
 )
-from whichlora.study.context import StudyContext
+from whichlora.store import Store
 
 log = logging.getLogger("whichlora")
 
@@ -108,11 +109,12 @@ def write_document(doc: Document, folder: Path) -> None:
     (folder / HTML).write_text(to_html(doc, footer), encoding="utf-8")
 
 
-def build_report(ctx: StudyContext) -> Path:
-    """Write `study_dir/report/` from the study's store; return the path of report.html."""
+def build_report(store: Store, study: Any, study_dir: Path, runs: Sequence[Any]) -> Path:
+    """Write `study_dir/report/` from the store and the resolved study's planned `runs`;
+    return the path of report.html."""
     started = time.perf_counter()
-    doc = assemble(load_inputs(ctx))
-    final = ctx.study_dir / REPORT_DIR
+    doc = assemble(load_inputs(store, study, study_dir, runs))
+    final = study_dir / REPORT_DIR
     with atomic_directory(final) as scratch:
         write_document(doc, scratch)
     log.info("report written to %s in %.1f s", final, time.perf_counter() - started)

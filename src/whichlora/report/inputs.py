@@ -6,16 +6,18 @@ Sections only look at these frames, so each can check for what is missing and sa
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from whichlora.config.study import Study
+from whichlora.data.languages import evaluation_languages
 from whichlora.report.style import Palette
-from whichlora.study.context import RESOLVED, StudyContext
+from whichlora.store import BASE, RESOLVED, Store, selected
 
-BASE = "base"
 RUN_COLUMNS = ["run_id", "technique", "label", "seed", "learning_rate"]
 
 
@@ -57,11 +59,17 @@ class ReportInputs:
         return self.runs[self.runs["label"] == label]
 
 
-def _planned(ctx: StudyContext, in_results: set[str]) -> pd.DataFrame:
+def _planned(store: Store, runs: Sequence[Any], in_results: set[str]) -> pd.DataFrame:
     """Every planned run with its train/evaluate status and, if one failed, the first error."""
-    units = {(u.run_id, u.stage): u for u in ctx.store.frame("units").itertuples()}
+    units = {(u.run_id, u.stage): u for u in store.frame("units").itertuples()}
+    for (run_id, stage), unit in list(units.items()):  # evaluation units, per language or task
+        kind = stage.partition(":")[0]
+        if kind in ("evaluate", "harness") and stage != "evaluate":
+            held = units.get((run_id, "evaluate"))
+            if held is None or (held.status == "done" and unit.status == "failed"):
+                units[(run_id, "evaluate")] = unit
     rows = []
-    for run in ctx.runs:
+    for run in runs:
         row = {c: getattr(run, c) for c in RUN_COLUMNS}
         for stage in ("train", "evaluate"):
             unit = units.get((run.run_id, stage))
@@ -88,46 +96,55 @@ def _versions(study_dir: Path, run_ids: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _languages(ctx: StudyContext, metrics: pd.DataFrame) -> tuple[str, list[str], list[str]]:
+def _languages(study: Study, metrics: pd.DataFrame) -> tuple[str, list[str], list[str]]:
     """Source, seen and unseen languages: those evaluated, or planned while nothing is."""
-    source = ctx.study.evaluation.source_language
-    trained = set(ctx.study.data.languages)
-    planned = set(ctx.study.evaluation.languages or ctx.study.data.languages)
+    source = study.evaluation.source_language
+    trained = set(study.data.languages)
+    planned = set(study.evaluation.languages or study.data.languages)
     evaluated = sorted(set(metrics["language"]) if len(metrics) else planned)
     seen = [lang for lang in evaluated if lang in trained and lang != source]
     unseen = [lang for lang in evaluated if lang not in trained and lang != source]
     return source, seen, unseen
 
 
-def load_inputs(ctx: StudyContext) -> ReportInputs:
-    store = ctx.store
-    chosen = ctx.selected_runs()
+def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]) -> ReportInputs:
+    """What the report reads: `store` holds the results, `study` is the resolved study, `runs`
+    its planned runs (objects with run_id, technique, label, seed, learning_rate, sweep).
+
+    Only the planned runs and the base are read: results of runs the study no longer asks for
+    stay in the store (until `whichlora gc`) but never reach the report."""
+    chosen = selected(runs, store.get_kv("selected_runs"))
     keep = {BASE, *(r.run_id for r in chosen)}
+
+    languages = set(evaluation_languages(study))
 
     def table(name: str, split: str | None = None) -> pd.DataFrame:
         frame = store.frame(name)
         frame = frame[frame["run_id"].isin(keep)]
         if split is not None:
             frame = frame[frame["split"] == split]
+            # languages dropped from the study stay in the store until gc, not in the report
+            harness = frame["metric"].str.startswith("harness:")
+            frame = frame[frame["language"].isin(languages) | harness]
         return frame.reset_index(drop=True)
 
     metrics, examples = table("metrics", "test"), table("examples", "test")
     training, costs = table("training"), table("costs")
     with_data = set(metrics["run_id"]) | set(training["run_id"]) | set(costs["run_id"])
-    runs = pd.DataFrame(
+    frame = pd.DataFrame(
         [{c: getattr(r, c) for c in RUN_COLUMNS} for r in chosen if r.run_id in with_data],
         columns=RUN_COLUMNS,
     )
-    order = [t.run_label for t in ctx.study.techniques]
-    source, seen, unseen = _languages(ctx, metrics)
-    resolved = ctx.study_dir / RESOLVED
+    order = [t.run_label for t in study.techniques]
+    source, seen, unseen = _languages(study, metrics)
+    resolved = study_dir / RESOLVED
     inputs = ReportInputs(
-        study=ctx.study,
-        study_dir=ctx.study_dir,
-        runs=runs,
-        planned=_planned(ctx, set(runs["run_id"])),
-        labels=[label for label in order if label in set(runs["label"])],
-        baseline=ctx.study.analysis.baseline,
+        study=study,
+        study_dir=study_dir,
+        runs=frame,
+        planned=_planned(store, runs, set(frame["run_id"])),
+        labels=[label for label in order if label in set(frame["label"])],
+        baseline=study.analysis.baseline,
         source=source,
         seen=seen,
         unseen=unseen,
@@ -138,10 +155,10 @@ def load_inputs(ctx: StudyContext) -> ReportInputs:
         analysis=table("analysis"),
         significance=store.frame("significance"),
         config_text=resolved.read_text(encoding="utf-8") if resolved.is_file() else "",
-        versions=_versions(ctx.study_dir, list(runs["run_id"])),
+        versions=_versions(study_dir, list(frame["run_id"])),
         palette=Palette(order),
-        resamples=ctx.study.analysis.bootstrap_resamples,
-        alpha=ctx.study.analysis.alpha,
+        resamples=study.analysis.bootstrap_resamples,
+        alpha=study.analysis.alpha,
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
     return inputs

@@ -2,7 +2,8 @@
 
 Every unit of work writes its rows inside one transaction that first deletes what that unit wrote
 before, so a unit redone after a crash replaces its rows instead of duplicating them, and a unit
-killed midway leaves nothing behind.
+killed midway leaves nothing behind. Each unit's row in `units` carries the content key of its
+inputs: a unit is done only for the key it was done with.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ CREATE TABLE IF NOT EXISTS runs (
     config TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS units (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
+    run_id TEXT NOT NULL,          -- a run, 'base', or 'study'
+    stage TEXT NOT NULL,           -- train | validate | evaluate:<lang> | harness:<task> | ...
     status TEXT NOT NULL,          -- done | failed
+    key TEXT,                      -- content key of the unit's inputs (study/keys.py)
     error TEXT,
     seconds REAL,
     finished_at TEXT DEFAULT (datetime('now')),
@@ -119,13 +121,35 @@ TABLE_KEYS = {
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """Open (creating it unless `readonly`) the store at `path`. Read-only opens write
+        nothing, not even the schema: a dry run (`whichlora plan`) leaves the folder as it was."""
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            # A store closed cleanly has no -wal file: read it as immutable, so not even the
+            # -shm/-wal files appear. One with a -wal (in use, or killed) is read through it.
+            wal = self.path.with_name(self.path.name + "-wal").exists()
+            uri = f"{self.path.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
+            self._conn = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            return  # a store from before content keys has no units.key: see _key_column
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(units)")}
+        if "key" not in columns:  # a store from before content keys: every unit is stale
+            self._conn.execute("ALTER TABLE units ADD COLUMN key TEXT")
+
+    @classmethod
+    def empty(cls) -> Store:
+        """A store with the schema and no rows, in memory: what a folder without results holds."""
+        store = cls.__new__(cls)
+        store.path, store.readonly = Path(":memory:"), True
+        store._conn = sqlite3.connect(":memory:", isolation_level=None)
+        store._conn.executescript(SCHEMA)
+        return store
 
     def close(self) -> None:
         self._conn.close()
@@ -171,11 +195,28 @@ class Store:
                 ),
             )
 
-    def unit_status(self, run_id: str, stage: str) -> str | None:
+    def unit_status(self, run_id: str, stage: str, key: str | None = None) -> str | None:
+        """'done' or 'failed' (None when never finished); with `key`, 'stale' when the unit was
+        finished with other inputs."""
         row = self._conn.execute(
-            "SELECT status FROM units WHERE run_id=? AND stage=?", (run_id, stage)
+            f"SELECT status, {self._key_column()} FROM units WHERE run_id=? AND stage=?",
+            (run_id, stage),
         ).fetchone()
-        return row[0] if row else None
+        if row is None:
+            return None
+        if key is not None and row[1] != key:
+            return "stale"
+        return str(row[0])
+
+    def _key_column(self) -> str:
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(units)")}
+        return "key" if "key" in columns else "NULL"
+
+    def units(self) -> dict[tuple[str, str], tuple[str, str | None]]:
+        """(run_id, stage) -> (status, key) of every finished unit."""
+        key = self._key_column()
+        rows = self._conn.execute(f"SELECT run_id, stage, status, {key} FROM units").fetchall()
+        return {(r[0], r[1]): (r[2], r[3]) for r in rows}
 
     def unit_error(self, run_id: str, stage: str) -> str | None:
         row = self._conn.execute(
@@ -193,8 +234,9 @@ class Store:
         error: str | None = None,
         seconds: float | None = None,
         clear: Iterable[tuple[str, str, tuple[Any, ...]]] | None = None,
+        key: str | None = None,
     ) -> None:
-        """Atomically replace a unit's rows and mark it finished.
+        """Atomically replace a unit's rows and mark it finished (for inputs `key`).
 
         `rows` maps table -> rows. What the unit wrote before is deleted first: by default all
         rows of `run_id` in those tables, or exactly the (table, where, params) in `clear`.
@@ -208,9 +250,9 @@ class Store:
             for table, table_rows in rows.items():
                 self._insert(db, table, list(table_rows))
             db.execute(
-                "INSERT OR REPLACE INTO units (run_id, stage, status, error, seconds) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (run_id, stage, status, error, seconds),
+                "INSERT OR REPLACE INTO units (run_id, stage, status, key, error, seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, stage, status, key, error, seconds),
             )
 
     @staticmethod
@@ -230,15 +272,16 @@ class Store:
         rows: Iterable[dict[str, Any]],
         stage: str,
         seconds: float | None = None,
+        key: str | None = None,
     ) -> None:
         """Replace a whole study-level table (analysis, significance) and mark the stage done."""
         with self.transaction() as db:
             db.execute(f"DELETE FROM {table}")
             self._insert(db, table, list(rows))
             db.execute(
-                "INSERT OR REPLACE INTO units (run_id, stage, status, seconds) "
-                "VALUES ('study', ?, 'done', ?)",
-                (stage, seconds),
+                "INSERT OR REPLACE INTO units (run_id, stage, status, key, seconds) "
+                "VALUES ('study', ?, 'done', ?, ?)",
+                (stage, key, seconds),
             )
 
     def set_kv(self, key: str, value: Any) -> None:
@@ -252,6 +295,24 @@ class Store:
     def clear_stage(self, stage: str) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM units WHERE stage=?", (stage,))
+
+    def forget(self, where: list[tuple[str, str, tuple[Any, ...]]]) -> int:
+        """Delete rows (table, where, params) in one transaction; return how many went."""
+        gone = 0
+        with self.transaction() as db:
+            for table, clause, params in where:
+                gone += db.execute(f"DELETE FROM {table} WHERE {clause}", params).rowcount
+        return gone
+
+    def count(self, where: list[tuple[str, str, tuple[Any, ...]]]) -> int:
+        """How many rows the (table, where, params) clauses match."""
+        return sum(
+            self._conn.execute(f"SELECT COUNT(*) FROM {table} WHERE {clause}", params).fetchone()[0]
+            for table, clause, params in where
+        )
+
+    def vacuum(self) -> None:
+        self._conn.execute("VACUUM")
 
     # reading ---------------------------------------------------------------------------
     def frame(self, table: str) -> Any:

@@ -38,16 +38,24 @@ class StudyResults:
 
 
 def load_results(study_dir: str | Path) -> StudyResults:
-    ctx = open_study(study_dir, locked=False, create=False)
+    """The results of the runs the study plans (and the base); results the store keeps for runs
+    the study no longer asks for (until `whichlora gc`) are left out. Writes nothing."""
+    ctx = open_study(study_dir, create=False, check=False, readonly=True)
     try:
         store = ctx.store
+        keep = {"base", *(r.run_id for r in ctx.runs)}
+
+        def table(name: str) -> Any:
+            frame = store.frame(name)
+            return frame[frame["run_id"].isin(keep)].reset_index(drop=True)
+
         return StudyResults(
             study_dir=ctx.study_dir,
-            runs=store.frame("runs"),
-            metrics=store.frame("metrics"),
-            examples=store.frame("examples"),
-            costs=store.frame("costs"),
-            training=store.frame("training"),
+            runs=table("runs"),
+            metrics=table("metrics"),
+            examples=table("examples"),
+            costs=table("costs"),
+            training=table("training"),
             analysis=store.frame("analysis"),
             significance=store.frame("significance"),
         )
@@ -62,9 +70,14 @@ def run_study(
     progress: bool = False,
     stages: tuple[str, ...] = STAGES,
     retry_failed: bool = False,
+    yes: bool = False,
 ) -> StudyResults:
-    """Run every unfinished unit of the study at `path` (a YAML file or a study folder)."""
-    ctx = open_study(path, out)
+    """Run every unfinished unit of the study at `path` (a YAML file or a study folder).
+
+    Units done for their current inputs are reused, so a study whose file gained seeds,
+    techniques, languages or tasks computes only those. With `yes`, finished units whose inputs
+    changed are redone (their old results replaced); without it that raises WhichloraError."""
+    ctx = open_study(path, out, discard=yes)
     try:
         run_all(ctx, stages=stages, progress=progress, retry_failed=retry_failed)
         study_dir = ctx.study_dir

@@ -1,4 +1,12 @@
-"""A study folder: its resolved config, its store, its planned runs, and a lock against twins."""
+"""A study folder: its resolved config, its store, its planned runs and units, and a lock.
+
+Opening a study for a run compares the unit keys of the study file with what the store holds:
+units done for the same key are reused, new ones will be computed, and finished units whose
+inputs changed (stale) are redone only with permission (`discard=True`, the CLI's `--yes`),
+since their old results are then replaced. Results the study no longer asks for stay in the
+store, left out of the analysis and report, until `whichlora gc`. Opened `readonly` (a dry run:
+`whichlora plan`), nothing is written: no folder, no database, no lock.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,11 @@ from filelock import FileLock, Timeout
 from whichlora.config.study import Study, dump_study, load_study
 from whichlora.errors import WhichloraError
 from whichlora.paths import remove_stale_temp, write_text_atomic
-from whichlora.store import Store
+from whichlora.store import DATABASE, LOCK, RESOLVED, Store, selected
+from whichlora.store.names import RUNS_DIR
+from whichlora.study.keys import TRAIN, analysis_key, evaluation_units, planned_units
 from whichlora.study.plan import RunSpec, plan_study
 
-RESOLVED = "resolved.yaml"
-DATABASE = "results.sqlite"
-LOCK = ".whichlora.lock"
 LENGTH_SAMPLE = 256  # training examples encoded up front to check that responses survive
 
 
@@ -29,16 +36,51 @@ class StudyContext:
     runs: list[RunSpec]
     lock: FileLock | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    keys: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = planned_units(self.study, self.runs)
 
     def run_dir(self, run_id: str) -> Path:
-        return self.study_dir / "runs" / run_id
+        return self.study_dir / RUNS_DIR / run_id
+
+    def key(self, run_id: str, stage: str) -> str:
+        return self.keys[(run_id, stage)]
+
+    def unit_status(self, run_id: str, stage: str) -> str | None:
+        """done | failed for the unit's current key, 'stale' when finished with other inputs,
+        None when never finished."""
+        return self.store.unit_status(run_id, stage, self.keys.get((run_id, stage), ""))
+
+    def test_stages(self) -> list[str]:
+        """Test-split units of every model: one per evaluation language, one per harness task."""
+        return list(evaluation_units(self.study, None))
+
+    def is_evaluated(self, run_id: str) -> bool:
+        return all(self.unit_status(run_id, s) == "done" for s in self.test_stages())
+
+    def analysis_key(self) -> str:
+        evaluated = [r for r in self.selected_runs() if self.is_evaluated(r.run_id)]
+        return analysis_key(self.study, evaluated)
+
+    def current_runs(self) -> list[RunSpec]:
+        """Planned runs whose training is not stale: those the report may show."""
+        return [r for r in self.runs if self.unit_status(r.run_id, TRAIN) != "stale"]
 
     def selected_runs(self) -> list[RunSpec]:
         """Runs whose results count: all, or the best learning rate per technique in a sweep."""
-        chosen = self.store.get_kv("selected_runs")
-        if chosen is None:
-            return [r for r in self.runs if not r.sweep]
-        return [r for r in self.runs if r.run_id in set(chosen)]
+        return selected(self.runs, self.store.get_kv("selected_runs"))
+
+    def data(self) -> tuple[list[Any], Any]:
+        """(training records, evaluation set), built once per process."""
+        if "train" not in self.cache:
+            from whichlora.study.datasets import evaluation_set, training_data
+
+            train, validation = training_data(self.study)
+            self.cache["train"] = train
+            self.cache["evalset"] = evaluation_set(self.study, validation)
+        return self.cache["train"], self.cache["evalset"]
 
     def close(self) -> None:
         self.store.close()
@@ -264,6 +306,41 @@ def _acquire(study_dir: Path) -> FileLock:
     return lock
 
 
+def stale_units(ctx: StudyContext) -> list[tuple[str, str]]:
+    """Planned units finished (done) with other inputs than the study's: redoing them replaces
+    finished results."""
+    held = ctx.store.units()
+    return sorted(
+        unit
+        for unit, key in ctx.keys.items()
+        if unit in held and held[unit][0] == "done" and held[unit][1] != key
+    )
+
+
+def _refuse_discards(ctx: StudyContext, where: Path) -> None:
+    stale = stale_units(ctx)
+    if not stale:
+        return
+    shown = ", ".join(f"{stage} of {run_id}" for run_id, stage in stale[:8])
+    more = f" and {len(stale) - 8} more" if len(stale) > 8 else ""
+    raise WhichloraError(
+        f"Study folder {ctx.study_dir} holds finished results that study file {where} would "
+        f"discard: {len(stale)} unit(s) whose inputs changed ({shown}{more}); `whichlora plan` "
+        "lists them as stale. Fix: run again with --yes to redo them (their old results are "
+        f"replaced; old adapters are kept under {RUNS_DIR}/.stale/ until `whichlora gc`), or "
+        "give a new --out folder to keep the old results beside the new ones."
+    )
+
+
+def _open_readonly(
+    study: Study, study_dir: Path, runs: list[RunSpec], where: Path, check: bool
+) -> StudyContext:
+    cache = preflight(study, runs, where) if check else {}
+    database = study_dir / DATABASE
+    store = Store(database, readonly=True) if database.is_file() else Store.empty()
+    return StudyContext(study=study, study_dir=study_dir, store=store, runs=runs, cache=cache)
+
+
 def open_study(
     target: str | Path,
     out: str | Path | None = None,
@@ -271,13 +348,17 @@ def open_study(
     locked: bool = True,
     create: bool = True,
     check: bool = True,
+    readonly: bool = False,
+    discard: bool = False,
 ) -> StudyContext:
     """Open (and with `create`, initialise) the study folder for a study file or folder.
 
     With `create` and `check`, the whole study is checked first (model, budgets, data): invalid
     input fails with one message and leaves nothing behind (`check=False` is for commands that only
     read the store, such as the report). With `locked`, a second process on the same folder is
-    refused instead of racing this one, and debris of a killed process is swept away.
+    refused instead of racing this one, and debris of a killed process is swept away. Finished
+    units the study would redo with other inputs are refused unless `discard`. `readonly` writes
+    nothing at all (the store, if any, is opened read-only).
     """
     study, study_dir, where = _read_target(Path(target), Path(out) if out else None)
     study_dir = study_dir.resolve()
@@ -287,33 +368,36 @@ def open_study(
             "train`) on the study first."
         )
     runs = plan_study(study)
+    if readonly:
+        return _open_readonly(study, study_dir, runs, where, check and create)
     # A study folder already: lock it first, so a busy one is refused at once (no checking).
     existing = (study_dir / RESOLVED).is_file()
     lock = _acquire(study_dir) if locked and existing else None
     resolved_text = dump_study(study)
     resolved_path = study_dir / RESOLVED
+    store: Store | None = None
     try:
-        if existing and resolved_path.read_text(encoding="utf-8") != resolved_text:
-            raise WhichloraError(
-                f"Study folder {study_dir} holds results of a different configuration (its "
-                f"{RESOLVED} differs from this study file). Fix: give a new `name` or `--out` "
-                "folder, or delete the old folder to start over."
-            )
+        if existing and (study_dir / DATABASE).is_file() and not discard:
+            with Store(study_dir / DATABASE, readonly=True) as held:
+                probe = StudyContext(study=study, study_dir=study_dir, store=held, runs=runs)
+                _refuse_discards(probe, where)
         cache = preflight(study, runs, where) if create and check else {}
         _prepare_dir(study_dir)
         if locked and lock is None:
             lock = _acquire(study_dir)
-            if resolved_path.is_file() and resolved_path.read_text("utf-8") != resolved_text:
-                raise WhichloraError(  # another process created it meanwhile, differently
-                    f"Study folder {study_dir} holds results of a different configuration. Fix: "
-                    "give a new `name` or `--out` folder."
-                )
         if lock is not None:
             remove_stale_temp(study_dir)
-        if not resolved_path.is_file():
-            write_text_atomic(resolved_path, resolved_text)
         store = Store(study_dir / DATABASE)
+        ctx = StudyContext(
+            study=study, study_dir=study_dir, store=store, runs=runs, lock=lock, cache=cache
+        )
+        if not discard:  # again under the lock: another process may have finished units since
+            _refuse_discards(ctx, where)
+        if not resolved_path.is_file() or resolved_path.read_text("utf-8") != resolved_text:
+            write_text_atomic(resolved_path, resolved_text)
     except BaseException:
+        if store is not None:
+            store.close()
         if lock is not None:
             lock.release()
         raise
@@ -327,6 +411,4 @@ def open_study(
             run.sweep,
             run.request.__dict__,
         )
-    return StudyContext(
-        study=study, study_dir=study_dir, store=store, runs=runs, lock=lock, cache=cache
-    )
+    return ctx

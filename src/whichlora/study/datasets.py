@@ -4,18 +4,12 @@ outside the seed): training and validation records, and the evaluation set."""
 from __future__ import annotations
 
 from whichlora.config.study import Study
+from whichlora.data.languages import evaluation_languages
 from whichlora.data.records import Record
 from whichlora.errors import WhichloraError
 from whichlora.evaluate.suite import EvalSet
 
-
-def evaluation_languages(study: Study) -> list[str]:
-    from whichlora.data.languages import bundled_languages
-
-    langs = study.evaluation.languages or sorted(bundled_languages())
-    if study.evaluation.source_language not in langs:
-        langs = [study.evaluation.source_language, *langs]
-    return list(dict.fromkeys(langs))
+__all__ = ["evaluation_languages", "evaluation_set", "training_data"]
 
 
 def training_data(study: Study) -> tuple[list[Record], list[Record]]:
@@ -38,7 +32,7 @@ def training_data(study: Study) -> tuple[list[Record], list[Record]]:
         records,
         languages=data.languages,
         items_per_language=data.items_per_language,
-        seed=study.training.seeds[0],
+        seed=data.split_seed,
         validation_fraction=data.validation_fraction,
         target_ratio=data.target_ratio,
         source_language=study.evaluation.source_language,

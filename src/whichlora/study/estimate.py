@@ -40,7 +40,6 @@ def summarize_plan(ctx: Any) -> Any:
     from transformers import AutoConfig
 
     from whichlora.models.loading import load_tokenizer, resolve_model_path
-    from whichlora.study.runner import _data
     from whichlora.techniques.budget import base_param_count
     from whichlora.train.prompting import encode_records
 
@@ -50,7 +49,7 @@ def summarize_plan(ctx: Any) -> Any:
     )
     params = base_param_count(config)
     tokenizer = load_tokenizer(study.model.id, study.model.trust_remote_code)
-    train, evalset = _data(ctx)
+    train, evalset = ctx.data()
     sample = encode_records(tokenizer, train[:200], study.training.max_length)
     mean_len = sum(e.length for e in sample) / max(1, len(sample))
     tokens_per_step = mean_len * study.training.batch_size * study.training.grad_accum

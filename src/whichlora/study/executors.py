@@ -13,8 +13,9 @@ from typing import Any, Protocol
 from whichlora.config.study import ExecutorSpec
 from whichlora.errors import WhichloraError
 from whichlora.study.context import StudyContext
+from whichlora.study.keys import TRAIN
 from whichlora.study.plan import RunSpec
-from whichlora.study.runner import _progress_bar, describe_failure, record_training, train_one
+from whichlora.study.units import describe_failure, progress_bar, record_training, train_one
 
 log = logging.getLogger("whichlora")
 
@@ -29,9 +30,9 @@ class LocalExecutor:
     def train(
         self, ctx: StudyContext, runs: list[RunSpec], records: list[Any], *, progress: bool
     ) -> None:
-        overall = _progress_bar(len(runs), "train runs", progress)
+        overall = progress_bar(len(runs), "train runs", progress)
         for run in runs:
-            steps = _progress_bar(run.request.steps, run.run_id, progress)
+            steps = progress_bar(run.request.steps, run.run_id, progress)
 
             def on_step(step: int, loss: float, bar: Any = steps) -> None:
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -39,7 +40,13 @@ class LocalExecutor:
 
             started = time.perf_counter()
             try:
-                outcome = train_one(run, records, ctx.run_dir(run.run_id), on_step=on_step)
+                outcome = train_one(
+                    run,
+                    records,
+                    ctx.run_dir(run.run_id),
+                    on_step=on_step,
+                    key=ctx.key(run.run_id, TRAIN),
+                )
             except WhichloraError:
                 raise
             except Exception as exc:  # a bug or a resource problem: record it, go on
@@ -80,8 +87,13 @@ class RayExecutor:
             _train_task
         )
         records_ref = ray.put(records)
-        pending = {task.remote(run, records_ref, str(ctx.run_dir(run.run_id))): run for run in runs}
-        bar = _progress_bar(len(runs), "train runs (ray)", progress)
+        pending = {
+            task.remote(
+                run, records_ref, str(ctx.run_dir(run.run_id)), ctx.key(run.run_id, TRAIN)
+            ): run
+            for run in runs
+        }
+        bar = progress_bar(len(runs), "train runs (ray)", progress)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -92,12 +104,14 @@ class RayExecutor:
         bar.close()
 
 
-def _train_task(run: RunSpec, records: list[Any], run_dir: str) -> tuple[dict[str, Any], float]:
+def _train_task(
+    run: RunSpec, records: list[Any], run_dir: str, key: str
+) -> tuple[dict[str, Any], float]:
     from pathlib import Path
 
     started = time.perf_counter()
     try:
-        outcome = train_one(run, records, Path(run_dir))
+        outcome = train_one(run, records, Path(run_dir), key=key)
     except Exception as exc:
         outcome = {"status": "failed", "error": describe_failure(exc)}
     return outcome, time.perf_counter() - started

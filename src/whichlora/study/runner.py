@@ -1,45 +1,36 @@
 """Run a study: every unit of work once, in order, resumable at any point.
 
-Units: evaluate the base model; per run, train then evaluate; choose learning rates; analyse;
-report. A unit's results land in the store in one transaction together with its "done" mark, and
-files appear whole (atomic rename), so a study killed at any moment resumes where it stopped and
-ends exactly as an uninterrupted run would. Evaluation always loads the adapter from disk onto a
-freshly loaded base, so a resumed study scores the same weights as an uninterrupted one.
+Units: evaluate the base model (one unit per evaluation language and per harness task); per run,
+train, then validate (in a learning-rate sweep) and evaluate (per language and task); choose
+learning rates; analyse; report. Each unit is keyed by its inputs (study/keys.py): a unit done
+for its current key is reused, so a study that gains seeds, techniques, rates, languages or tasks
+computes only the new units. A unit's results land in the store in one transaction together with
+its "done" mark and key, and files appear whole (atomic rename), so a study killed at any moment
+resumes where it stopped and ends exactly as an uninterrupted run would. Evaluation always loads
+the adapter from disk onto a freshly loaded base, so a resumed study scores the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from whichlora.errors import WhichloraError
+from whichlora.evaluate.suite import EvalSet
+from whichlora.models.scoring import load_scoring_model
+from whichlora.store import BASE
+from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
+from whichlora.study.executors import get_executor
+from whichlora.study.keys import HARNESS, TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
+from whichlora.study.units import progress_bar, unit_rows
 
 log = logging.getLogger("whichlora")
-
-BASE = "base"
 STAGES = ("train", "evaluate", "analyze", "report")
-
-
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
-
-
-def _run_logger(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    return handler
 
 
 def apply_threads(ctx: StudyContext) -> None:
@@ -52,183 +43,63 @@ def apply_threads(ctx: StudyContext) -> None:
         torch.set_num_threads(ctx.study.training.threads)
 
 
-def load_scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
-    """A fresh base (never `disable_adapter()`: PiSSA/OLoRA rewrite base weights), plus the
-    run's adapter from disk when `run_id` is a run, merged into the weights unless
-    `evaluation.merge_adapters` is off.
-
-    Merging computes the same function up to float rounding (~1e-6 relative in float32) and
-    makes every technique score at the base model's speed: unmerged, DoRA renormalises its
-    weights and VeRA rebuilds its scaled matrices at every forward (DoRA's evaluation took
-    2.5x the base's on the quickstart)."""
-    from whichlora.models.loading import load_model
-
-    spec = ctx.study.model
-    loaded = load_model(
-        spec.id,
-        dtype=spec.dtype,
-        trust_remote_code=spec.trust_remote_code,
-        allow_pickle=spec.allow_pickle,
-        device=spec.device,
-        device_map=spec.device_map,
-    )
-    model = loaded.model
-    if run_id != BASE:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, ctx.run_dir(run_id) / "adapter")
-        if ctx.study.evaluation.merge_adapters:
-            model = model.merge_and_unload()
-        model.eval()
-    return model, loaded.tokenizer
-
-
-def _data(ctx: StudyContext) -> tuple[list[Any], Any]:
-    if "train" not in ctx.cache:
-        from whichlora.study.datasets import evaluation_set, training_data
-
-        train, validation = training_data(ctx.study)
-        ctx.cache["train"] = train
-        ctx.cache["evalset"] = evaluation_set(ctx.study, validation)
-    return ctx.cache["train"], ctx.cache["evalset"]
+def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
+    """The model `run_id` is scored as: a fresh base, plus the run's adapter from disk."""
+    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
+    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
 
 
 # ---------------------------------------------------------------------------------- train
-def _training_rows(run_id: str, train_log: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    summary, budget = train_log["summary"], train_log["budget"]
-    steps = [
-        {
-            "run_id": run_id,
-            "step": s["step"],
-            "loss": s["loss"],
-            "lr": s["lr"],
-            "grad_norm": s["grad_norm"],
-            "tokens": s["tokens"],
-            "seconds": s["seconds"],
-        }
-        for s in train_log["steps"]
-    ]
-    cost = {
-        "run_id": run_id,
-        "rank": budget["rank"],
-        "trainable_params": budget["trainable_params"],
-        "trainable_fraction": budget["trainable_fraction"],
-        "seconds_per_step": summary["seconds_per_step"],
-        "tokens_per_second": summary["tokens_per_second"],
-        "peak_rss_mb": summary["peak_rss_mb"],
-        "adapter_bytes": summary["adapter_bytes"],
-        "wall_seconds": summary["wall_seconds"],
-    }
-    return {"training": steps, "costs": [cost]}
-
-
-def train_one(
-    run: RunSpec,
-    records: list[Any],
-    run_dir: Path,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Train a run unless its adapter folder already exists; return its log (or the failure).
-
-    Plain values in and out, so it can run in this process or as a Ray task.
-    """
-    from whichlora.train.loop import LOG_FILE, TrainingDiverged, train_adapter
-
-    log_path = run_dir / LOG_FILE
-    if log_path.is_file():  # trained before a crash, not yet recorded
-        return {"status": "done", "log": json.loads(log_path.read_text(encoding="utf-8"))}
-    handler = _run_logger(run_dir.parent / f"{run_dir.name}.log")
-    try:
-        log.info(
-            "training %s (%s, seed %s, lr %g)",
-            run.run_id,
-            run.technique,
-            run.seed,
-            run.learning_rate,
-        )
-        train_log = train_adapter(run.request, records, run_dir, on_step=on_step)
-        summary = train_log["summary"]
-        log.info(
-            "trained %s: loss %.4f -> %.4f (mean of the first and last quarter of steps: "
-            "%.4f -> %.4f)",
-            run.run_id,
-            summary["first_loss"],
-            summary["final_loss"],
-            summary.get("start_loss", summary["first_loss"]),
-            summary.get("end_loss", summary["final_loss"]),
-        )
-        return {"status": "done", "log": train_log}
-    except TrainingDiverged as exc:
-        log.error("run %s failed: %s", run.run_id, exc)
-        return {"status": "failed", "error": f"training diverged: {exc}"}
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
-def record_training(
-    ctx: StudyContext, run: RunSpec, outcome: dict[str, Any], seconds: float | None = None
-) -> None:
-    if outcome["status"] == "done":
-        ctx.store.finish_unit(
-            run.run_id, "train", _training_rows(run.run_id, outcome["log"]), seconds=seconds
-        )
-    else:
-        ctx.store.finish_unit(
-            run.run_id, "train", {}, status="failed", error=outcome["error"], seconds=seconds
-        )
-
-
 def pending_training(ctx: StudyContext, retry_failed: bool = False) -> list[RunSpec]:
+    """Runs never trained, or trained with other inputs (stale), or failed when retrying."""
     out = []
     for run in ctx.runs:
-        status = ctx.store.unit_status(run.run_id, "train")
-        if status is None or (status == "failed" and retry_failed):
+        status = ctx.unit_status(run.run_id, TRAIN)
+        if status in (None, "stale") or (status == "failed" and retry_failed):
             out.append(run)
     return out
 
 
 def train_stage(ctx: StudyContext, *, progress: bool = True, retry_failed: bool = False) -> None:
-    from whichlora.study.executors import get_executor
-
     pending = pending_training(ctx, retry_failed)
     if not pending:
         return
-    records, _ = _data(ctx)
+    records, _ = ctx.data()
     get_executor(ctx.study.executor).train(ctx, pending, records, progress=progress)
 
 
 # ------------------------------------------------------------------------------- evaluate
-def _evaluate_unit(ctx: StudyContext, run_id: str, split: str) -> None:
+def _only_language(evalset: EvalSet, language: str) -> EvalSet:
+    return EvalSet(
+        knowledge={k: v for k, v in evalset.knowledge.items() if k == language},
+        heldout={k: v for k, v in evalset.heldout.items() if k == language},
+        generation={k: v for k, v in evalset.generation.items() if k == language},
+        validation=[],
+    )
+
+
+def _score_unit(
+    ctx: StudyContext, model: Any, tokenizer: Any, run_id: str, stage: str
+) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, str, tuple[Any, ...]]]]:
+    """One scoring unit's rows and what it wrote before (to replace): one evaluation language of
+    the built-in suite, one harness task, or the validation split."""
     from whichlora.evaluate.suite import evaluate_model, evaluate_validation
 
-    stage = "evaluate" if split == "test" else "validate"
-    if ctx.store.unit_status(run_id, stage) == "done":
-        return
-    _, evalset = _data(ctx)
-    started = time.perf_counter()
-    model, tokenizer = load_scoring_model(ctx, run_id)
+    _, evalset = ctx.data()
     spec = ctx.study.evaluation
-    if split == "test":
-        result = evaluate_model(
-            model,
-            tokenizer,
-            evalset,
-            run_id,
-            batch_size=spec.batch_size,
-            max_new_tokens=spec.max_new_tokens,
-        )
-    else:
+    kind, _, name = stage.partition(":")
+    if kind == VALIDATE:
         result = evaluate_validation(
             model, tokenizer, evalset.validation, run_id, batch_size=spec.batch_size
         )
-    if split == "test" and spec.harness_tasks:
+        return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
+    if kind == HARNESS:
         from whichlora.evaluate.harness import run_harness
 
         metrics, examples = run_harness(
             model,
             tokenizer,
-            list(spec.harness_tasks),
+            [name],
             include_path=(
                 str(Path(spec.harness_include_path).resolve())
                 if spec.harness_include_path
@@ -238,14 +109,41 @@ def _evaluate_unit(ctx: StudyContext, run_id: str, split: str) -> None:
             batch_size=spec.batch_size,
             run_id=run_id,
         )
-        result.metrics += metrics
-        result.examples += examples
+        return {"metrics": metrics, "examples": examples}, unit_rows(run_id, stage)
+    result = evaluate_model(
+        model,
+        tokenizer,
+        _only_language(evalset, name),
+        run_id,
+        batch_size=spec.batch_size,
+        max_new_tokens=spec.max_new_tokens,
+    )
     rows = {"metrics": result.metrics, "examples": result.examples}
-    clear = [(t, "run_id=? AND split=?", (run_id, split)) for t in ("metrics", "examples")]
-    if split == "test":
-        rows["generations"] = result.generations
-        clear.append(("generations", "run_id=?", (run_id,)))
-    ctx.store.finish_unit(run_id, stage, rows, clear=clear, seconds=time.perf_counter() - started)
+    rows["generations"] = result.generations
+    return rows, unit_rows(run_id, stage)
+
+
+def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str]) -> None:
+    """Every unfinished unit in `stages` of one model, each in its own transaction; the model
+    is loaded once, and only when something is left to do."""
+    pending = [s for s in stages if ctx.unit_status(run_id, s) != "done"]
+    if not pending:
+        return
+    model, tokenizer = scoring_model(ctx, run_id)
+    try:
+        for stage in pending:
+            started = time.perf_counter()
+            rows, clear = _score_unit(ctx, model, tokenizer, run_id, stage)
+            ctx.store.finish_unit(
+                run_id,
+                stage,
+                rows,
+                clear=clear,
+                seconds=time.perf_counter() - started,
+                key=ctx.key(run_id, stage),
+            )
+    finally:
+        del model
 
 
 def select_learning_rates(ctx: StudyContext) -> list[str]:
@@ -253,7 +151,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
     chosen: list[str] = []
     by_label: dict[str, dict[float, list[RunSpec]]] = {}
     for run in ctx.runs:
-        if ctx.store.unit_status(run.run_id, "train") != "done":
+        if ctx.unit_status(run.run_id, TRAIN) != "done":
             continue
         by_label.setdefault(run.label, {}).setdefault(run.learning_rate, []).append(run)
     for _label, rates in by_label.items():
@@ -284,7 +182,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
 
 def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool = True) -> None:
     apply_threads(ctx)
-    trained = [r for r in ctx.runs if ctx.store.unit_status(r.run_id, "train") == "done"]
+    trained = [r for r in ctx.runs if ctx.unit_status(r.run_id, TRAIN) == "done"]
     if only is not None:
         if only != BASE and only not in {r.run_id for r in ctx.runs}:
             raise WhichloraError(
@@ -296,19 +194,19 @@ def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool
                 f"Run '{only}' has not been trained. Fix: `whichlora train` first."
             )
     sweep = [r for r in trained if r.sweep]
-    units: list[tuple[str, str]] = [(BASE, "test")]
-    units += [(r.run_id, "validation") for r in sweep]
-    bar = _progress_bar(len(units) + len(trained), "evaluate", progress)
-    for run_id, split in units:
+    models: list[tuple[str, list[str]]] = [(BASE, ctx.test_stages())]
+    models += [(r.run_id, [VALIDATE]) for r in sweep]
+    bar = progress_bar(len(models) + len(trained), "evaluate", progress)
+    for run_id, stages in models:
         if only in (None, run_id):
-            _evaluate_unit(ctx, run_id, split)
+            _evaluate_units(ctx, run_id, stages)
         bar.update(1)
-    if all(ctx.store.unit_status(r.run_id, "train") is not None for r in ctx.runs):
+    if all(ctx.unit_status(r.run_id, TRAIN) in ("done", "failed") for r in ctx.runs):
         select_learning_rates(ctx)
     selected = {r.run_id for r in ctx.selected_runs()}
     for run in trained:
         if run.run_id in selected and only in (None, run.run_id):
-            _evaluate_unit(ctx, run.run_id, "test")
+            _evaluate_units(ctx, run.run_id, ctx.test_stages())
         bar.update(1)
     bar.close()
 
@@ -329,12 +227,8 @@ def run_all(
     if "analyze" in stages:
         from whichlora.analyze.stage import analyze_stage
 
-        analyze_stage(ctx, progress=progress)
+        analyze_stage(ctx, progress=progress, key=ctx.analysis_key())
     if "report" in stages:
         from whichlora.report.build import build_report
 
-        build_report(ctx)
-
-
-def describe_failure(exc: BaseException) -> str:
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        build_report(ctx.store, ctx.study, ctx.study_dir, ctx.current_runs())

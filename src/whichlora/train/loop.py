@@ -27,6 +27,7 @@ from typing import Any
 
 from whichlora.data.records import Record
 from whichlora.errors import WhichloraError
+from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
 from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.techniques.budget import settings_for_request
@@ -132,7 +133,9 @@ def head_on_label_positions(model: Any) -> bool:
     import inspect
     import sys
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from whichlora.models.introspect import unwrap_peft
+
+    base = unwrap_peft(model)
     try:
         params = inspect.signature(base.forward).parameters
     except (TypeError, ValueError):
@@ -251,7 +254,7 @@ def train_adapter(
     with atomic_directory(out_dir) as scratch, tracking:
         model = get_peft_model(model, technique.build_config(settings))
         device = next(p.device for p in model.parameters() if p.requires_grad)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad_id = pad_token(tokenizer)
         prepare_seconds = 0.0
         if technique.prepare is not None:
             # Data-driven init (EVA): statistics from this run's own training batches, in the
