@@ -9,7 +9,8 @@ redoing finished work.
 What is deliberately *not* in a key, because it never changes a result: the device, device map
 and executor (the executor only decides where a run happens), `allow_pickle`, progress options,
 `training.checkpoint_every`, `training.report_to`, `evaluation.batch_size` (scores do not depend
-on it up to float rounding, tested), and the analysis margins and alpha for train/evaluate/embed units.
+on it up to float rounding, tested), and the analysis margins and alpha for train, evaluate and
+embed units.
 
 Bump a VERSION entry when the code of that unit kind changes what it computes: every unit of the
 kind becomes stale.
