@@ -234,3 +234,15 @@ def test_load_study_reports_file_problems(tmp_path: Path) -> None:
     typo.write_text("techniques: [lora]\ntrainig: {steps: 3}\n", encoding="utf-8")
     with pytest.raises(WhichloraError, match=r"typo\.yaml.*'trainig'"):
         load_study(typo)
+
+
+def test_a_technique_can_have_its_own_seeds() -> None:
+    """More seeds for the baseline and its closest rival: their seed noise is then measured."""
+    from whichlora.study.plan import plan_study
+
+    study = parse_study(
+        {"techniques": ["lora", {"name": "dora", "seeds": [0, 1, 2]}], "training": {"seeds": [0]}}
+    )
+    assert [r.run_id for r in plan_study(study)] == ["lora-s0", "dora-s0", "dora-s1", "dora-s2"]
+    with pytest.raises(WhichloraError, match="techniques.0.seeds"):
+        parse_study({"techniques": [{"name": "dora", "seeds": [1, 1]}]})

@@ -25,6 +25,15 @@ def _distinct_rates(rates: list[float] | None) -> list[float] | None:
     return rates
 
 
+def _check_seeds(seeds: list[int]) -> list[int]:
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError("seeds must be a non-empty list of distinct integers")
+    bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
+    if bad:
+        raise ValueError(f"seeds {bad} are outside 0..{MAX_SEED}; use such whole numbers")
+    return seeds
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -83,6 +92,9 @@ class TechniqueSpec(Strict):
     dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
     target_modules: str | list[str] | None = None
     learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = None
+    seeds: list[int] | None = Field(
+        None, description="this technique's seeds, instead of training.seeds"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -105,6 +117,11 @@ class TechniqueSpec(Strict):
     @classmethod
     def _rates(cls, rates: list[float] | None) -> list[float] | None:
         return _distinct_rates(rates)
+
+    @field_validator("seeds")
+    @classmethod
+    def _own_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _check_seeds(seeds)
 
     @model_validator(mode="after")
     def _options_known(self) -> TechniqueSpec:
@@ -188,12 +205,7 @@ class TrainingSpec(Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
-        if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be a non-empty list of distinct integers")
-        bad = [seed for seed in seeds if not 0 <= seed <= MAX_SEED]
-        if bad:
-            raise ValueError(f"seeds {bad} are outside 0..{MAX_SEED}; use such whole numbers")
-        return seeds
+        return _check_seeds(seeds)
 
     @field_validator("learning_rates")
     @classmethod

@@ -78,11 +78,14 @@ def train_request(
 
 
 def plan_study(study: Study) -> list[RunSpec]:
-    """Techniques x seeds x learning rates, in a stable order (the order runs execute in)."""
+    """Techniques x seeds x learning rates, in a stable order (the order runs execute in).
+
+    A technique's own `seeds` replace `training.seeds` for it: e.g. more seeds for the baseline
+    and the technique it is compared with, so their seed noise is measured, not assumed."""
     runs = []
     for spec in study.techniques:
         rates = _rates(study, spec)
-        for seed in study.training.seeds:
+        for seed in spec.seeds or study.training.seeds:
             for lr in rates:
                 run_id = f"{spec.run_label}-s{seed}"
                 if len(rates) > 1:
