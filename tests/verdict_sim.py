@@ -71,7 +71,7 @@ def error_rates(sc: Scenario, sims: int, seed: int = 0, **options: object) -> di
 
     rng = np.random.default_rng(seed)
     names = list(sc.effects)
-    opts = VerdictOptions(baseline=names[0], bayes=False, aso=False, **options)  # type: ignore[arg-type]
+    opts = VerdictOptions(baseline=names[0], bayes=False, aso=False, power=False, **options)  # type: ignore[arg-type]
     counts: dict[str, dict[str, int]] = {t: {} for t in names[1:]}
     for _ in range(sims):
         out = judge(simulate(sc, rng), opts)

@@ -287,10 +287,6 @@ def holm(pvalues: Iterable[float]) -> np.ndarray:
     return out
 
 
-def _holm(p: pd.Series) -> np.ndarray:
-    return holm(p.to_numpy(dtype=np.float64))
-
-
 def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in scores.columns]
     if missing:
@@ -307,8 +303,13 @@ def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
             f"{sorted(set(scores['technique'].astype(str)))}; pick one of them."
         )
     out = scores.copy()
-    out["technique"] = out["technique"].astype(str)
-    out["value"] = pd.to_numeric(out["value"], errors="raise").astype(np.float64)
+    if out["technique"].dtype != object:
+        out["technique"] = out["technique"].astype(str)
+    if not pd.api.types.is_float_dtype(out["value"]):
+        try:
+            out["value"] = pd.to_numeric(out["value"]).astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise WhichloraError(f"column 'value' must be numeric: {err}.") from err
     key = ["technique", "seed", "language", "example_id", "metric"]
     dup = out.duplicated(key, keep=False)
     if dup.any():
@@ -378,11 +379,15 @@ def _views(row: dict[str, Any], options: VerdictOptions) -> None:
                                           nsamples=4000, random_state=options.seed)  # fmt: skip
         row.update(p_bayes_better=pl, p_bayes_equivalent=pe, p_bayes_worse=pr)
     if options.aso and fit.n_seeds >= 3:
+        import warnings
+
         from deepsig import aso
 
-        row["aso_epsilon"] = float(aso(sign * fit.seed_t, sign * fit.seed_b, num_jobs=1,
-                                       show_progress=False, num_bootstrap_iterations=200,
-                                       seed=options.seed))  # fmt: skip
+        with warnings.catch_warnings():  # "division by zero" when the two sets never overlap
+            warnings.simplefilter("ignore")
+            row["aso_epsilon"] = float(aso(sign * fit.seed_t, sign * fit.seed_b, num_jobs=1,
+                                           show_progress=False, num_bootstrap_iterations=100,
+                                           dt=0.01, seed=options.seed))  # fmt: skip
 
 
 def _evidence(row: dict[str, Any], options: VerdictOptions, alpha_family: float) -> None:
@@ -445,34 +450,36 @@ def _tradeoff(rows: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
 def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
     """One verdict row per (technique != baseline, family, metric), plus trade-off rows."""
     data = _validate(scores, options)
+    by_family: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}
+    for (family, metric), sub in data.groupby(["family", "metric"], sort=True):
+        metric = str(metric)
+        if options.baseline not in set(sub["technique"]):
+            continue
+        margin, hib = options.margin(metric), options.direction(metric)
+        by_family[str(family)] += _compare_family(sub, str(family), metric, options, margin, hib)
     rows: list[dict[str, Any]] = []
     for family in FAMILIES:
-        fam_rows: list[dict[str, Any]] = []
-        fam = data[data["family"] == family]
-        for metric, sub in fam.groupby("metric", sort=True):
-            metric = str(metric)
-            if options.baseline not in set(sub["technique"]):
-                continue
-            margin, hib = options.margin(metric), options.direction(metric)
-            fam_rows += _compare_family(sub, family, metric, options, margin, hib)
+        fam_rows = by_family[family]
         if not fam_rows:
             continue
-        frame = pd.DataFrame(fam_rows)
-        frame["p_difference_holm"] = _holm(frame["p_difference"])
-        frame["p_equivalence_holm"] = _holm(frame["p_equivalence"])
-        n_tests = int(frame["p_difference"].notna().sum())
+        p_diff = holm([r["p_difference"] for r in fam_rows])
+        p_eq = holm([r["p_equivalence"] for r in fam_rows])
+        n_tests = int(np.isfinite([r["p_difference"] for r in fam_rows]).sum())
         alpha_family = options.alpha / max(n_tests, 1)
-        for row in frame.to_dict("records"):
+        for row, pd_h, pe_h in zip(fam_rows, p_diff, p_eq, strict=True):
+            row["p_difference_holm"], row["p_equivalence_holm"] = float(pd_h), float(pe_h)
             row["verdict"], row["note"] = _decide(row, options.alpha, n_tests)
             _evidence(row, options, alpha_family)
             _views(row, options)
+            del row["_fit"]
             rows.append(row)
     if not rows:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
-    out = pd.DataFrame(rows).drop(columns="_fit")
-    out = pd.concat([out, pd.DataFrame(_tradeoff(out, options.alpha))], ignore_index=True)
-    out["more_seeds"] = out["more_seeds"].astype(object).where(out["more_seeds"].notna(), None)
-    out["more_items"] = out["more_items"].astype(object).where(out["more_items"].notna(), None)
+    out = pd.DataFrame(rows)
+    if by_family["transfer_seen"] and by_family["retention"]:
+        out = pd.concat([out, pd.DataFrame(_tradeoff(out, options.alpha))], ignore_index=True)
+    for col in ("more_seeds", "more_items"):
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
     return out[VERDICT_COLUMNS + [c for c in out.columns if c not in VERDICT_COLUMNS]]
 
 
