@@ -92,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("source", help="builtin:instructions, builtin:heldout, a file, or hub:ID")
     show.add_argument("--languages", help="comma-separated language codes (default: all)")
     show.add_argument("--model", help="tokenizer for token lengths (default: none, characters)")
+
+    p = sub.add_parser("verdict", help="judge any long score table: better/worse/equivalent")
+    p.add_argument("scores", help="CSV or Parquet: technique, seed, language, example_id, "
+                   "metric, value [, family]")  # fmt: skip
+    p.add_argument("--baseline", required=True, help="technique every other one is compared to")
+    p.add_argument("--source", help="source language (retention) when there is no family column")
+    p.add_argument("--seen", default="", help="comma-separated languages seen in training")
+    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
+                   help="margin of practical equivalence in the metric's units (repeatable)")
+    p.add_argument("--alpha", type=float, default=0.05, help="error rate per family (0.05)")
+    p.add_argument("--lower-is-better", action="append", default=[], metavar="METRIC",
+                   help="a metric whose lower values are better (repeatable)")
+    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
+                   help="a metric whose higher values are better (repeatable)")
+    p.add_argument("--json", help="write one record per comparison to this JSON file")
     return parser
 
 
@@ -363,6 +378,25 @@ def cmd_report(args: argparse.Namespace) -> None:
         webbrowser.open((ctx.study_dir / "report" / "report.html").as_uri())
 
 
+def cmd_verdict(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from whichlora.analyze.verdict_table import run_verdict
+
+    text = run_verdict(
+        Path(args.scores),
+        args.baseline,
+        source=args.source,
+        seen=[s.strip() for s in args.seen.split(",") if s.strip()],
+        margins=args.margin,
+        alpha=args.alpha,
+        lower_is_better=args.lower_is_better,
+        higher_is_better=args.higher_is_better,
+        json_out=Path(args.json) if args.json else None,
+    )
+    print(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_libraries()
@@ -385,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _stage(args, ("analyze",))
         elif args.command == "report":
             cmd_report(args)
+        elif args.command == "verdict":
+            cmd_verdict(args)
     except WhichloraError as exc:
         print(f"whichlora: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,527 @@
+"""Verdicts: is a technique better, worse, equivalent or inconclusive against the baseline?
+
+Scores are per item, nested in languages, in runs (technique x seed; one seed = one data order,
+shared by every technique). The unit of replication is the seed: a two-stage analysis of a
+randomized complete block design with seeds as blocks (docs/verdicts.md explains every choice).
+
+1. Cell means per (technique, seed, language) over the items both sides have; a family mean per
+   (technique, seed) weights its languages equally (they are fixed: the ones the user asked for).
+2. D_s = technique - baseline per shared seed; the estimate is mean(D_s).
+3. Var(mean D) = Var(D_s) / S + item part, where Var(D_s) is the residual of the two-way
+   (technique x seed) table of family means when >= 3 techniques share the seeds ("pooled", df
+   (K-1)(S-1)), else the pair's own ("paired", df S-1); the item part is the technique x item
+   interaction that stays the same in every seed (estimated from the items, df ~ items).
+   df is the seed df (conservative: the items only add variance).
+4. One shared seed: "borrowed" (2x the between-seed variance of family means of techniques that
+   have several seeds, an upper bound) or "none" (inconclusive).
+5. Two-sided t test and TOST against +-margin, Holm within each family, verdict rule:
+   equivalent if TOST holds after Holm; else better/worse if the difference does; else
+   inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from whichlora.analyze import power as pw
+from whichlora.errors import WhichloraError
+
+__all__ = [
+    "DEFAULT_MARGINS",
+    "FAMILIES",
+    "VERDICT_COLUMNS",
+    "VerdictOptions",
+    "assign_families",
+    "default_margin",
+    "evidence_sentence",
+    "holm",
+    "judge",
+    "language_intervals",
+]
+
+FAMILIES = ("transfer_seen", "transfer_unseen", "retention")
+TRADEOFF = "tradeoff"
+REQUIRED = ("technique", "seed", "language", "example_id", "metric", "value", "family")
+# Margins of practical equivalence in each metric's own units (reasons in docs/verdicts.md).
+DEFAULT_MARGINS: dict[str, float] = {
+    "nll": 0.02,
+    "mc_acc": 0.01,
+    "mc_acc_norm": 0.01,
+    "chrf": 1.0,
+    "fidelity": 0.02,
+}
+HARNESS_ACC_MARGIN = 0.01
+VERDICT_COLUMNS = [
+    "technique", "baseline", "family", "metric", "higher_is_better", "margin", "estimate",
+    "ci_low", "ci_high", "se", "df", "p_difference", "p_difference_holm", "p_equivalence",
+    "p_equivalence_holm", "verdict", "n_seeds", "n_languages", "n_items", "seed_variance", "note",
+    "mde", "more_seeds", "more_items", "p_bayes_better", "p_bayes_equivalent", "p_bayes_worse",
+    "aso_epsilon",
+]  # fmt: skip
+_KNOWN_DIRECTION = {"nll": False, "mc_acc": True, "mc_acc_norm": True, "chrf": True,
+                    "fidelity": True}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VerdictOptions:
+    """How to judge: the baseline, alpha, margins and directions per metric, optional views."""
+
+    baseline: str
+    alpha: float = 0.05
+    margins: Mapping[str, float] = field(default_factory=dict)
+    higher_is_better: Mapping[str, bool] = field(default_factory=dict)
+    bayes: bool = True
+    aso: bool = True
+    power: bool = True
+    seed: int = 0
+    power_target: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 0.5:
+            raise WhichloraError(f"alpha must be in (0, 0.5); got {self.alpha}. Use e.g. 0.05.")
+        if not 0 < self.power_target < 1:
+            raise WhichloraError(f"power_target must be in (0, 1); got {self.power_target}.")
+        for name, value in self.margins.items():
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise WhichloraError(
+                    f"margin for metric {name!r} must be a positive number; got {value!r}. "
+                    f"Set it as --margin {name}=0.02 (in the metric's own units)."
+                )
+
+    def margin(self, metric: str) -> float:
+        if metric in self.margins:
+            return float(self.margins[metric])
+        found = default_margin(metric)
+        if found is None:
+            raise WhichloraError(
+                f"metric {metric!r} has no margin of practical equivalence. Set one in the "
+                f"metric's own units: VerdictOptions(margins={{{metric!r}: ...}}) or "
+                f"`whichlora verdict --margin {metric}=VALUE`."
+            )
+        return found
+
+    def direction(self, metric: str) -> bool:
+        if metric in self.higher_is_better:
+            return bool(self.higher_is_better[metric])
+        if metric in _KNOWN_DIRECTION:
+            return _KNOWN_DIRECTION[metric]
+        if metric.startswith("harness:"):
+            from whichlora.evaluate.harness import higher_is_better
+
+            return higher_is_better(metric)
+        raise WhichloraError(
+            f"metric {metric!r} has no known direction. Say which way is better: "
+            f"VerdictOptions(higher_is_better={{{metric!r}: False}}) or "
+            f"`whichlora verdict --lower-is-better {metric}` (higher is better otherwise)."
+        )
+
+
+def default_margin(metric: str) -> float | None:
+    """The built-in margin of a metric name, or None when there is none."""
+    if metric in DEFAULT_MARGINS:
+        return DEFAULT_MARGINS[metric]
+    if metric.startswith("harness:") and metric.split(":")[-1].split("/")[0].startswith("acc"):
+        return HARNESS_ACC_MARGIN
+    return None
+
+
+def assign_families(scores: pd.DataFrame, source: str, seen: Iterable[str]) -> pd.DataFrame:
+    """Add ``family``: the source language is retention, seen languages transfer_seen, else
+    transfer_unseen."""
+    seen = {str(s) for s in seen}
+    lang = scores["language"].astype(str)
+    out = scores.copy()
+    out["family"] = np.where(
+        lang == str(source), "retention", np.where(lang.isin(seen), "transfer_seen",
+                                                   "transfer_unseen")
+    )  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- the estimator
+
+
+@dataclass
+class _Fit:
+    estimate: float = math.nan
+    se: float = math.nan
+    df: float = math.nan
+    n_seeds: int = 0
+    n_languages: int = 0
+    n_items: int = 0
+    mode: str = "none"
+    design: pw.Design | None = None
+    lang_diffs: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seed_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seed_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    note: str = ""
+
+
+def _wide(sub: pd.DataFrame) -> pd.DataFrame:
+    """(language, example_id) x (technique, seed) table of values."""
+    return sub.pivot(index=["language", "example_id"], columns=["technique", "seed"],
+                     values="value")  # fmt: skip
+
+
+def _family_means(wide: pd.DataFrame) -> pd.DataFrame:
+    """technique x seed table of family means (languages weighted equally)."""
+    per_lang = wide.groupby(level="language").mean()
+    return per_lang.mean(axis=0).unstack("seed")
+
+
+def pooled_seed_variance(table: pd.DataFrame) -> tuple[float, float]:
+    """Residual mean square of a complete two-way (technique x seed) table and its df."""
+    y = table.to_numpy(dtype=np.float64)
+    k, s = y.shape
+    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
+    df = (k - 1) * (s - 1)
+    return float((resid**2).sum() / df), float(df)
+
+
+def _borrowed(means: pd.DataFrame) -> tuple[float, float] | None:
+    """Pooled between-seed variance of family means over techniques with >= 2 seeds."""
+    ss, df = 0.0, 0
+    for _, row in means.iterrows():
+        vals = row.dropna().to_numpy(dtype=np.float64)
+        if len(vals) >= 2:
+            ss += float(((vals - vals.mean()) ** 2).sum())
+            df += len(vals) - 1
+    return (ss / df, float(df)) if df else None
+
+
+def _fit(wide: pd.DataFrame, means: pd.DataFrame, tech: str, base: str) -> _Fit:
+    fit = _Fit()
+    t_seeds = {s for t, s in wide.columns if t == tech}
+    b_seeds = {s for t, s in wide.columns if t == base}
+    seeds = sorted(t_seeds & b_seeds, key=str)
+    fit.n_seeds = len(seeds)
+    if not seeds:
+        fit.note = "no seed in common with the baseline: run both with the same seeds (seeds pair)"
+        return fit
+    values = wide.to_numpy(dtype=np.float64)
+    t = values[:, wide.columns.get_indexer([(tech, s) for s in seeds])]
+    b = values[:, wide.columns.get_indexer([(base, s) for s in seeds])]
+    d = t - b
+    ok = np.isfinite(d).all(axis=1)
+    langs = wide.index.get_level_values("language").to_numpy()
+    lang_names = [lg for lg in pd.unique(langs[ok])]
+    if not lang_names:
+        fit.note = "no item scored for both sides in the same seeds"
+        return fit
+    S, L = len(seeds), len(lang_names)
+    d_seed, t_seed, b_seed = np.zeros((L, S)), np.zeros((L, S)), np.zeros((L, S))
+    v_item = resid = 0.0
+    n_items = []
+    for j, lg in enumerate(lang_names):
+        dl = d[ok & (langs == lg)]
+        n = dl.shape[0]
+        n_items.append(n)
+        d_seed[j] = dl.mean(axis=0)
+        in_lang = ok & (langs == lg)
+        t_seed[j], b_seed[j] = t[in_lang].mean(axis=0), b[in_lang].mean(axis=0)
+        if n >= 2:
+            v_item += float(dl.mean(axis=1).var(ddof=1)) / n
+            if S >= 2:
+                r = dl - dl.mean(axis=0, keepdims=True) - dl.mean(axis=1, keepdims=True) + dl.mean()
+                resid += float((r**2).sum()) / ((S - 1) * (n - 1)) / n
+    v_item /= L**2  # variance of the family mean from the items (seed-averaged differences)
+    resid /= L**2  # the part of Var(D_s) that is item noise changing from seed to seed
+    fit.n_languages, fit.n_items = L, int(sum(n_items))
+    fit.lang_diffs = d_seed.mean(axis=1)
+    big_d = d_seed.mean(axis=0)
+    fit.estimate = float(big_d.mean())
+    fit.seed_t, fit.seed_b = t_seed.mean(axis=0), b_seed.mean(axis=0)
+    n_mean = float(np.mean(n_items))
+
+    sharing = means.loc[means[seeds].notna().all(axis=1), seeds] if S >= 2 else None
+    if S >= 2 and sharing is not None and len(sharing) >= 3:
+        ms, df = pooled_seed_variance(sharing)
+        var_d, fit.mode, per_seed = 2.0 * ms, "pooled", float(len(sharing) - 1)
+    elif S >= 2:
+        var_d, df, fit.mode, per_seed = float(big_d.var(ddof=1)), float(S - 1), "paired", 1.0
+    else:
+        found = _borrowed(means)
+        if found is None:
+            fit.mode = "none"
+            fit.note = "one seed: the difference cannot be separated from seed noise; add seeds"
+            return fit
+        var_d, df = 2.0 * found[0], found[1]
+        fit.mode, per_seed, resid = "borrowed", 1.0, 0.0
+        fit.note = ("one shared seed: seed noise borrowed from techniques with several seeds "
+                    "(2x their between-seed variance, an upper bound)")  # fmt: skip
+    item = max(v_item - resid / S, 0.0)  # technique x item part, the same in every seed
+    seed_part = max(var_d - resid, 0.0)
+    fit.design = pw.Design(seed_part, resid, item, S, n_mean, df, per_seed)
+    fit.se = math.sqrt(var_d / S + item)
+    fit.df = df
+    return fit
+
+
+def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, float]:
+    """Two-sided p of no difference, TOST p of |difference| >= margin."""
+    if not math.isfinite(se):
+        return math.nan, math.nan
+    if se == 0:
+        return (0.0 if est != 0 else 1.0), (0.0 if abs(est) < margin else 1.0)
+    p_diff = float(2 * stats.t.sf(abs(est) / se, df))
+    p_eq = float(max(stats.t.sf((est + margin) / se, df), stats.t.cdf((est - margin) / se, df)))
+    return p_diff, p_eq
+
+
+def holm(pvalues: Iterable[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values; NaNs (tests not run) stay NaN and are not counted."""
+    p = np.asarray(list(pvalues), dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = len(order)
+    adj = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
+    out[order] = adj
+    return out
+
+
+def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
+    missing = [c for c in REQUIRED if c not in scores.columns]
+    if missing:
+        raise WhichloraError(
+            f"score table lacks column(s) {missing}; it needs {list(REQUIRED)} "
+            "(add family with assign_families(scores, source, seen))."
+        )
+    bad = sorted(set(scores["family"].astype(str)) - set(FAMILIES))
+    if bad:
+        raise WhichloraError(f"unknown family value(s) {bad}; allowed: {list(FAMILIES)}.")
+    if options.baseline not in set(scores["technique"].astype(str)):
+        raise WhichloraError(
+            f"baseline {options.baseline!r} is not among the techniques "
+            f"{sorted(set(scores['technique'].astype(str)))}; pick one of them."
+        )
+    out = scores.copy()
+    if out["technique"].dtype != object:
+        out["technique"] = out["technique"].astype(str)
+    if not pd.api.types.is_float_dtype(out["value"]):
+        try:
+            out["value"] = pd.to_numeric(out["value"]).astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise WhichloraError(f"column 'value' must be numeric: {err}.") from err
+    key = ["technique", "seed", "language", "example_id", "metric"]
+    dup = out.duplicated(key, keep=False)
+    if dup.any():
+        row = out.loc[dup, key].iloc[0].to_dict()
+        raise WhichloraError(f"duplicated score rows for {row}; keep one value per "
+                             "(technique, seed, language, example_id, metric).")  # fmt: skip
+    return out[np.isfinite(out["value"])]
+
+
+def _compare_family(sub: pd.DataFrame, family: str, metric: str, options: VerdictOptions,
+                    margin: float, hib: bool) -> list[dict[str, Any]]:  # fmt: skip
+    wide = _wide(sub)
+    means = _family_means(wide)
+    rows = []
+    for tech in sorted(set(sub["technique"]) - {options.baseline}):
+        fit = _fit(wide, means, tech, options.baseline)
+        p_diff, p_eq = _tests(fit.estimate, fit.se, fit.df, margin)
+        crit = stats.t.ppf(1 - options.alpha / 2, fit.df) if math.isfinite(fit.df) else math.nan
+        rows.append({
+            "technique": tech, "baseline": options.baseline, "family": family, "metric": metric,
+            "higher_is_better": hib, "margin": margin, "estimate": fit.estimate,
+            "ci_low": fit.estimate - crit * fit.se, "ci_high": fit.estimate + crit * fit.se,
+            "se": fit.se, "df": fit.df, "p_difference": p_diff, "p_equivalence": p_eq,
+            "n_seeds": fit.n_seeds, "n_languages": fit.n_languages, "n_items": fit.n_items,
+            "seed_variance": fit.mode, "note": fit.note, "_fit": fit,
+        })  # fmt: skip
+    return rows
+
+
+def _decide(row: dict[str, Any], alpha: float, n_tests: int) -> tuple[str, str]:
+    est, lo, hi, m = row["estimate"], row["ci_low"], row["ci_high"], row["margin"]
+    if not math.isfinite(row["p_difference"]):
+        return "inconclusive", row["note"]
+    good = est > 0 if row["higher_is_better"] else est < 0
+    ci = f"95% CI [{lo:.4g}, {hi:.4g}]"
+    notes = [row["note"]] if row["note"] else []
+    holm_txt = f"after Holm correction over {n_tests} comparisons"
+    if row["p_equivalence_holm"] < alpha:
+        if row["p_difference"] < alpha:
+            notes.append(f"the difference {est:.3g} is detectable but smaller than the margin "
+                         f"+-{m:g}: practically equivalent")  # fmt: skip
+        if lo < -m or hi > m:
+            notes.append(f"{ci} reaches past +-{m:g}; equivalence uses the 90% interval (TOST)")
+        return "equivalent", "; ".join(notes)
+    if row["p_difference_holm"] < alpha:
+        return ("better" if good else "worse"), "; ".join(notes)
+    if row["p_difference"] < alpha:
+        notes.append(f"{ci} excludes 0 but not {holm_txt}")
+    elif row["p_equivalence"] < alpha:
+        notes.append(f"within +-{m:g} on its own but not {holm_txt}")
+    else:
+        notes.append(f"{ci} spans 0 and reaches past the margin +-{m:g}: the data cannot tell")
+    return "inconclusive", "; ".join(notes)
+
+
+def _views(row: dict[str, Any], options: VerdictOptions) -> None:
+    fit: _Fit = row["_fit"]
+    sign = 1.0 if row["higher_is_better"] else -1.0
+    row.update(p_bayes_better=math.nan, p_bayes_equivalent=math.nan, p_bayes_worse=math.nan,
+               aso_epsilon=math.nan)  # fmt: skip
+    if options.bayes and len(fit.lang_diffs) >= 2:
+        from baycomp import SignedRankTest
+
+        x = sign * fit.lang_diffs  # good direction: x > 0 means the technique is better
+        # baycomp's p_left is P(x - y > rope): with y = 0 that is "technique better".
+        pl, pe, pr = SignedRankTest.probs(x, np.zeros_like(x), rope=row["margin"],
+                                          nsamples=4000, random_state=options.seed)  # fmt: skip
+        row.update(p_bayes_better=pl, p_bayes_equivalent=pe, p_bayes_worse=pr)
+    if options.aso and fit.n_seeds >= 3:
+        import warnings
+
+        from deepsig import aso
+
+        with warnings.catch_warnings():  # "division by zero" when the two sets never overlap
+            warnings.simplefilter("ignore")
+            row["aso_epsilon"] = float(aso(sign * fit.seed_t, sign * fit.seed_b, num_jobs=1,
+                                           show_progress=False, num_bootstrap_iterations=100,
+                                           dt=0.01, seed=options.seed))  # fmt: skip
+
+
+def _evidence(row: dict[str, Any], options: VerdictOptions, alpha_family: float) -> None:
+    fit: _Fit = row["_fit"]
+    row.update(mde=math.nan, more_seeds=None, more_items=None)
+    if not options.power or fit.design is None:
+        return
+    row["mde"] = pw.mde(fit.design, alpha_family, options.power_target)
+    if row["verdict"] == "inconclusive":
+        args = (row["estimate"], row["margin"], fit.design, alpha_family, options.power_target)
+        row["more_seeds"] = pw.more_seeds(*args)
+        row["more_items"] = pw.more_items(*args)
+
+
+def _bound(r: pd.Series, sfx: str, worst: bool, alpha: float) -> bool:
+    """Non-inferior (worst=True) or non-superior, one-sided at alpha, in the good direction."""
+    g = r[f"estimate{sfx}"] * (1 if r["higher_is_better_s"] else -1)
+    se, df, m = r[f"se{sfx}"], r[f"df{sfx}"], r[f"margin{sfx}"]
+    if not (math.isfinite(se) and se > 0):
+        return math.isfinite(g) and (g > -m if worst else g < m)
+    z = (g + m) / se if worst else (m - g) / se
+    return bool(stats.t.sf(z, df) < alpha)
+
+
+def _tradeoff(rows: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
+    out = []
+    seen, ret = rows[rows["family"] == "transfer_seen"], rows[rows["family"] == "retention"]
+    both = seen.merge(ret, on=["technique", "metric"], suffixes=("_s", "_r"))
+    for _, r in both.iterrows():
+        v = (r["verdict_s"], r["verdict_r"])
+
+        if v == ("equivalent", "equivalent"):
+            verdict, note = "equivalent", "equivalent on transfer (seen) and retention"
+        elif (v[0] == "better" and _bound(r, "_r", True, alpha)) or (
+            v[1] == "better" and _bound(r, "_s", True, alpha)
+        ):
+            verdict, note = "better", "better on one, not worse than the margin on the other"
+        elif (v[0] == "worse" and _bound(r, "_r", False, alpha)) or (
+            v[1] == "worse" and _bound(r, "_s", False, alpha)
+        ):
+            verdict, note = "worse", "worse on one, not better than the margin on the other"
+        elif v == ("better", "worse"):
+            verdict, note = "inconclusive", "trades retention for transfer"
+        elif v == ("worse", "better"):
+            verdict, note = "inconclusive", "trades transfer for retention"
+        else:
+            verdict, note = "inconclusive", f"transfer (seen) {v[0]}, retention {v[1]}"
+        out.append({
+            "technique": r["technique"], "baseline": r["baseline_s"], "family": TRADEOFF,
+            "metric": r["metric"], "higher_is_better": r["higher_is_better_s"],
+            "margin": r["margin_s"], "verdict": verdict, "note": note,
+            "n_seeds": min(r["n_seeds_s"], r["n_seeds_r"]),
+            "n_languages": r["n_languages_s"] + r["n_languages_r"],
+            "n_items": r["n_items_s"] + r["n_items_r"],
+            "seed_variance": r["seed_variance_s"],
+        })  # fmt: skip
+    return out
+
+
+def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
+    """One verdict row per (technique != baseline, family, metric), plus trade-off rows."""
+    data = _validate(scores, options)
+    by_family: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}
+    for (family, metric), sub in data.groupby(["family", "metric"], sort=True):
+        metric = str(metric)
+        if options.baseline not in set(sub["technique"]):
+            continue
+        margin, hib = options.margin(metric), options.direction(metric)
+        by_family[str(family)] += _compare_family(sub, str(family), metric, options, margin, hib)
+    rows: list[dict[str, Any]] = []
+    for family in FAMILIES:
+        fam_rows = by_family[family]
+        if not fam_rows:
+            continue
+        p_diff = holm([r["p_difference"] for r in fam_rows])
+        p_eq = holm([r["p_equivalence"] for r in fam_rows])
+        n_tests = int(np.isfinite([r["p_difference"] for r in fam_rows]).sum())
+        alpha_family = options.alpha / max(n_tests, 1)
+        for row, pd_h, pe_h in zip(fam_rows, p_diff, p_eq, strict=True):
+            row["p_difference_holm"], row["p_equivalence_holm"] = float(pd_h), float(pe_h)
+            row["verdict"], row["note"] = _decide(row, options.alpha, n_tests)
+            _evidence(row, options, alpha_family)
+            _views(row, options)
+            del row["_fit"]
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    out = pd.DataFrame(rows)
+    if by_family["transfer_seen"] and by_family["retention"]:
+        out = pd.concat([out, pd.DataFrame(_tradeoff(out, options.alpha))], ignore_index=True)
+    for col in ("more_seeds", "more_items"):
+        out[col] = out[col].astype(object).where(out[col].notna(), None)
+    return out[VERDICT_COLUMNS + [c for c in out.columns if c not in VERDICT_COLUMNS]]
+
+
+def language_intervals(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
+    """Per-language intervals from the same estimator, each language its own family."""
+    data = _validate(scores, options)
+    data["family"] = "retention"  # placeholder: each language is judged alone below
+    quick = replace(options, bayes=False, aso=False, power=False)
+    rows = []
+    for (language, metric), sub in data.groupby(["language", "metric"], sort=True):
+        if options.baseline not in set(sub["technique"]):
+            continue
+        margin, hib = quick.margin(str(metric)), quick.direction(str(metric))
+        for r in _compare_family(sub, "retention", str(metric), quick, margin, hib):
+            rows.append({"technique": r["technique"], "language": language, "metric": metric,
+                         "estimate": r["estimate"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "n_seeds": r["n_seeds"],
+                         "seed_variance": r["seed_variance"]})  # fmt: skip
+    cols = ["technique", "language", "metric", "estimate", "ci_low", "ci_high", "n_seeds",
+            "seed_variance"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def evidence_sentence(verdicts: pd.DataFrame) -> str:
+    """One sentence: how much more evidence would settle the inconclusive comparisons."""
+    rows = verdicts[(verdicts["verdict"] == "inconclusive") & (verdicts["family"] != TRADEOFF)]
+    if rows.empty:
+        return "Nothing is inconclusive: every comparison is settled."
+    total = len(rows)
+    seeds = pd.to_numeric(rows["more_seeds"], errors="coerce")
+    items = pd.to_numeric(rows["more_items"], errors="coerce")
+    if seeds.notna().any():
+        k = int(np.nanmedian(seeds))
+        settled = seeds <= k
+        text = (f"{k} more seed{'s' if k != 1 else ''} would likely settle {int(settled.sum())} "
+                f"of the {total} inconclusive comparisons (80% power)")  # fmt: skip
+        extra = items.notna() & ~settled
+    else:
+        text = f"More seeds (up to 20) would likely not settle any of the {total} inconclusive " \
+               "comparisons"
+        extra = items.notna()
+    if extra.any():
+        n = int(items[extra].median())
+        text += f"; {n} items per language would settle {int((items[extra] <= n).sum())} more"
+    return text + "."
