@@ -191,6 +191,30 @@ def test_no_true_effect_gives_few_false_verdicts(name: str) -> None:
     assert _rate(name, "better", "worse", sims=25 if "6" in name else SIMS) <= 0.05 + SLACK
 
 
+def test_a_seed_sensitive_technique_is_not_called_better_or_worse_for_its_luck() -> None:
+    """Each comparison uses its own seed variance by default; pooling with stable techniques
+    would shrink the wild one's interval and turn its seed noise into verdicts."""
+    sc = SCENARIOS["null_heterogeneous_seed_noise"]
+    own = error_rates(sc, 40, seed=3)
+    assert own["wild:better"] + own["wild:worse"] <= 0.05 + SLACK
+    pooled = error_rates(sc, 40, seed=3, pool_seed_variance=True)
+    assert pooled["wild:better"] + pooled["wild:worse"] > own["wild:better"] + own["wild:worse"]
+
+
+def test_agreeing_binary_items_are_not_exact_equivalence() -> None:
+    """Ten 0/1 items per seed on which both techniques agree: no variance is observed, yet ten
+    items cannot show a difference below one accuracy point."""
+    rows = [
+        {"technique": t, "seed": s, "language": "en", "example_id": str(i), "metric": "mc_acc",
+         "value": float(i % 3 != 0), "family": "retention"}
+        for t in ("lora", "dora") for s in range(3) for i in range(10)
+    ]  # fmt: skip
+    out = judge(pd.DataFrame(rows), VerdictOptions(baseline="lora", **FAST))
+    row = out[out["family"] == "retention"].iloc[0]
+    assert row["verdict"] == "inconclusive"
+    assert row["ci_high"] - row["ci_low"] > 0.05
+
+
 def test_one_seed_with_seed_noise_is_never_better_or_worse() -> None:
     assert _rate("null_1_seed", "better", "worse", sims=20) == 0.0
 

@@ -23,6 +23,15 @@ SCENARIOS = {
     "null_item_noise_3_seeds": Scenario(
         "null_item_noise_3_seeds", sd_seed_tech=0.005, sd_item_tech=0.3, sd_resid=0.2
     ),
+    # one technique far more seed-sensitive than the rest (as AdaLoRA at a high rate is): pooling
+    # its noise with the stable ones would call its seed luck an effect
+    "null_heterogeneous_seed_noise": Scenario(
+        "null_heterogeneous_seed_noise",
+        effects={"lora": 0.0, "stable1": 0.0, "stable2": 0.0, "stable3": 0.0, "wild": 0.0},
+        seeds=3,
+        sd_seed_tech=0.005,
+        sd_seed_tech_by={"wild": 0.08},
+    ),
     "large_effect_3_seeds": Scenario(
         "large_effect_3_seeds", effects={"lora": 0.0, "new": -0.2}, sd_seed_tech=0.03
     ),

@@ -30,6 +30,8 @@ class Scenario:
     sd_item_tech: float = 0.05
     sd_resid: float = 0.1
     sd_lang_tech: float = 0.01
+    # per-technique technique x seed SD (techniques not named use sd_seed_tech)
+    sd_seed_tech_by: Mapping[str, float] = field(default_factory=dict)
     metric: str = "nll"
     family: str = "transfer_seen"
 
@@ -47,7 +49,8 @@ def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
         + eff
         + lang_tech
         + rng.normal(0, sc.sd_seed, (1, s, 1, 1))
-        + rng.normal(0, sc.sd_seed_tech, (k, s, 1, 1))
+        + rng.normal(0, 1.0, (k, s, 1, 1))
+        * np.array([sc.sd_seed_tech_by.get(t, sc.sd_seed_tech) for t in names])[:, None, None, None]
         + rng.normal(0, sc.sd_item_tech, (k, 1, lg, n))
         + rng.normal(0, sc.sd_resid, (k, s, lg, n))
     )

@@ -38,6 +38,7 @@ from whichlora.analyze.measures import (
     unbiased_hsic,
 )
 from whichlora.analyze.representations import Representations, cached_representations
+from whichlora.analyze.verdict_rows import directions, verdict_rows
 from whichlora.errors import WhichloraError
 from whichlora.store import BASE
 
@@ -58,9 +59,10 @@ __all__ = [
 STAGE = "analyze"
 # Marked when the analysis table is written; "analyze" itself only once significance is too.
 MEASURES_STAGE = "analyze-measures"
+VERDICT_STAGE = "analyze-verdicts"
 KV_INPUTS = "analyze_inputs"
 # Bump when rows change meaning, so finished studies redo the stage.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: verdicts table
 
 # Probe budget: the language-ID probe (5-fold logistic regression) dominates measure time. Its
 # cost is estimated from the problem size alone (not timed), so the probed layers are the same on
@@ -336,7 +338,7 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     store until `whichlora gc`, but is not compared)."""
     from whichlora.analyze.significance import SCORE_COLUMNS
     from whichlora.data.languages import evaluation_languages
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
+    from whichlora.analyze.verdict_rows import metric_direction
 
     if not run_ids:
         return pd.DataFrame(columns=list(SCORE_COLUMNS))
@@ -350,19 +352,20 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     current = frame["language"].isin(evaluation_languages(ctx.study))
     frame = frame[current | frame["metric"].str.startswith("harness:")]
-    frame = frame[frame["metric"].isin(list(HIGHER_IS_BETTER))]
+    # Metrics with a known direction: the suite's own and lm-eval's (harness:<task>:<metric>).
+    known = [m for m in frame["metric"].unique() if metric_direction(str(m)) is not None]
+    frame = frame[frame["metric"].isin(known)]
     return frame.sort_values(list(SCORE_COLUMNS[:5]), kind="stable").reset_index(drop=True)
 
 
 def _friedman_rows(family: str, scores: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
     """Friedman + Nemenyi per metric over (language, seed) blocks: a ranking of all techniques."""
     from whichlora.analyze.significance import aggregate_scores, friedman_nemenyi
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
 
     rows = []
     cells = aggregate_scores(scores) if not scores.empty else scores
     for metric in sorted(scores["metric"].unique(), key=str):
-        hib = HIGHER_IS_BETTER.get(str(metric), True)
+        hib = directions([str(metric)]).get(str(metric), True)
         table = cells[cells["metric"] == metric].pivot_table(
             index=["language", "seed"], columns="technique", values="value", aggfunc="mean"
         )
@@ -408,7 +411,6 @@ def significance_rows(
     or the reason nothing was compared; transfer also gets '__friedman__' rows per metric.
     """
     from whichlora.analyze.significance import compare_to_baseline, summary_sentence
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
 
     rows: list[dict[str, Any]] = []
     families = {
@@ -431,7 +433,7 @@ def significance_rows(
             df = compare_to_baseline(
                 sub,
                 baseline=baseline,
-                higher_is_better=HIGHER_IS_BETTER,
+                higher_is_better=directions(sorted(set(sub["metric"]))),
                 alpha=alpha,
                 n_resamples=n_resamples,
             )
@@ -500,8 +502,19 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     scores = scores_frame(ctx, run_ids)
     spec = study.analysis
     sig = significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
+    verdicts = verdict_rows(
+        scores,
+        source=source,
+        seen=study.data.trained_languages,
+        baseline=spec.baseline,
+        alpha=spec.alpha,
+        margins=spec.margins,
+    )
     tested = time.perf_counter()
     ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - started, key=key)
+    ctx.store.replace_table(
+        "verdicts", verdicts, VERDICT_STAGE, seconds=tested - measured, key=key
+    )
     ctx.store.replace_table("significance", sig, STAGE, seconds=tested - measured, key=key)
     ctx.store.set_kv(KV_INPUTS, inputs)
     log.info(

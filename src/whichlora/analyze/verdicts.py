@@ -7,14 +7,16 @@ randomized complete block design with seeds as blocks (docs/verdicts.md explains
 1. Cell means per (technique, seed, language) over the items both sides have; a family mean per
    (technique, seed) weights its languages equally (they are fixed: the ones the user asked for).
 2. D_s = technique - baseline per shared seed; the estimate is mean(D_s).
-3. Var(mean D) = Var(D_s) / S + item part, where Var(D_s) is the residual of the two-way
-   (technique x seed) table of family means when >= 3 techniques share the seeds ("pooled", df
-   (K-1)(S-1)), else the pair's own ("paired", df S-1); the item part is the technique x item
-   interaction that stays the same in every seed (estimated from the items, df ~ items).
+3. Var(mean D) = Var(D_s) / S + item part, where Var(D_s) is the pair's own variance over its
+   shared seeds ("paired", df S-1); pooling it over techniques (two-way residual, df (K-1)(S-1))
+   is an option (`pool_seed_variance`) because it assumes every technique is equally
+   seed-sensitive, which the bundled model contradicts. The item part is the technique x item
+   interaction that stays the same in every seed (estimated from the items, floored at one
+   step of the metric's resolution so agreeing 0/1 items never give zero variance).
    df is the seed df (conservative: the items only add variance).
 4. One shared seed: "borrowed" (2x the between-seed variance of family means of techniques that
    have several seeds, an upper bound) or "none" (inconclusive).
-5. Two-sided t test and TOST against +-margin, Holm within each family, verdict rule:
+5. Two-sided t test and TOST against +-margin, Holm within each (family, metric), verdict rule:
    equivalent if TOST holds after Holm; else better/worse if the difference does; else
    inconclusive.
 """
@@ -82,6 +84,11 @@ class VerdictOptions:
     power: bool = True
     seed: int = 0
     power_target: float = 0.8
+    # Pool technique x seed variance over techniques (two-way ANOVA residual): more df, but only
+    # valid if every technique is equally seed-sensitive. Measured on the bundled model it is not
+    # (AdaLoRA's per-seed difference from LoRA moved 0.085 nats between two seeds, DoRA's 0.001),
+    # so by default each comparison uses its own seeds' variance.
+    pool_seed_variance: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 0.5:
@@ -196,7 +203,20 @@ def _borrowed(means: pd.DataFrame) -> tuple[float, float] | None:
     return (ss / df, float(df)) if df else None
 
 
-def _fit(wide: pd.DataFrame, means: pd.DataFrame, tech: str, base: str) -> _Fit:
+def _fit(
+    wide: pd.DataFrame,
+    means: pd.DataFrame,
+    tech: str,
+    base: str,
+    pool: bool = False,
+    resolution: float = 0.0,
+) -> _Fit:
+    """The estimate, its standard error and df for one comparison (see the module docstring).
+
+    `resolution` is the smallest step the metric takes (1 for a 0/1 accuracy): every language's
+    item variance is at least resolution^2 / (S (n + 1)), as if one more item had differed by
+    one step. Without it, ten items that all agree would give a zero variance and a claim of
+    exact equivalence that ten items cannot support."""
     fit = _Fit()
     t_seeds = {s for t, s in wide.columns if t == tech}
     b_seeds = {s for t, s in wide.columns if t == base}
@@ -227,7 +247,8 @@ def _fit(wide: pd.DataFrame, means: pd.DataFrame, tech: str, base: str) -> _Fit:
         in_lang = ok & (langs == lg)
         t_seed[j], b_seed[j] = t[in_lang].mean(axis=0), b[in_lang].mean(axis=0)
         if n >= 2:
-            v_item += float(dl.mean(axis=1).var(ddof=1)) / n
+            floor = resolution**2 / (S * (n + 1))
+            v_item += max(float(dl.mean(axis=1).var(ddof=1)), floor) / n
             if S >= 2:
                 r = dl - dl.mean(axis=0, keepdims=True) - dl.mean(axis=1, keepdims=True) + dl.mean()
                 resid += float((r**2).sum()) / ((S - 1) * (n - 1)) / n
@@ -241,7 +262,7 @@ def _fit(wide: pd.DataFrame, means: pd.DataFrame, tech: str, base: str) -> _Fit:
     n_mean = float(np.mean(n_items))
 
     sharing = means.loc[means[seeds].notna().all(axis=1), seeds] if S >= 2 else None
-    if S >= 2 and sharing is not None and len(sharing) >= 3:
+    if pool and S >= 2 and sharing is not None and len(sharing) >= 3:
         ms, df = pooled_seed_variance(sharing)
         var_d, fit.mode, per_seed = 2.0 * ms, "pooled", float(len(sharing) - 1)
     elif S >= 2:
@@ -268,8 +289,8 @@ def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, floa
     """Two-sided p of no difference, TOST p of |difference| >= margin."""
     if not math.isfinite(se):
         return math.nan, math.nan
-    if se == 0:
-        return (0.0 if est != 0 else 1.0), (0.0 if abs(est) < margin else 1.0)
+    if se == 0:  # not one score varied: no information on the uncertainty, so no claim
+        return math.nan, math.nan
     p_diff = float(2 * stats.t.sf(abs(est) / se, df))
     p_eq = float(max(stats.t.sf((est + margin) / se, df), stats.t.cdf((est - margin) / se, df)))
     return p_diff, p_eq
@@ -319,13 +340,20 @@ def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
     return out[np.isfinite(out["value"])]
 
 
+def _resolution(values: np.ndarray) -> float:
+    """Smallest gap between distinct values: 1 for 0/1 scores, ~0 for continuous ones."""
+    distinct = np.unique(values[np.isfinite(values)])
+    return float(np.diff(distinct).min()) if len(distinct) >= 2 else 0.0
+
+
 def _compare_family(sub: pd.DataFrame, family: str, metric: str, options: VerdictOptions,
                     margin: float, hib: bool) -> list[dict[str, Any]]:  # fmt: skip
     wide = _wide(sub)
     means = _family_means(wide)
+    resolution = _resolution(sub["value"].to_numpy(dtype=np.float64))
     rows = []
     for tech in sorted(set(sub["technique"]) - {options.baseline}):
-        fit = _fit(wide, means, tech, options.baseline)
+        fit = _fit(wide, means, tech, options.baseline, options.pool_seed_variance, resolution)
         p_diff, p_eq = _tests(fit.estimate, fit.se, fit.df, margin)
         crit = stats.t.ppf(1 - options.alpha / 2, fit.df) if math.isfinite(fit.df) else math.nan
         rows.append({
@@ -342,7 +370,9 @@ def _compare_family(sub: pd.DataFrame, family: str, metric: str, options: Verdic
 def _decide(row: dict[str, Any], alpha: float, n_tests: int) -> tuple[str, str]:
     est, lo, hi, m = row["estimate"], row["ci_low"], row["ci_high"], row["margin"]
     if not math.isfinite(row["p_difference"]):
-        return "inconclusive", row["note"]
+        return "inconclusive", row["note"] or (
+            "no score varied between the compared runs: nothing to estimate uncertainty from"
+        )
     good = est > 0 if row["higher_is_better"] else est < 0
     ci = f"95% CI [{lo:.4g}, {hi:.4g}]"
     notes = [row["note"]] if row["note"] else []
@@ -458,10 +488,16 @@ def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
         margin, hib = options.margin(metric), options.direction(metric)
         by_family[str(family)] += _compare_family(sub, str(family), metric, options, margin, hib)
     rows: list[dict[str, Any]] = []
+    # Holm within each (family, metric): the techniques compared on one question in one metric.
+    # Metrics are separate endpoints (the report leads with one); correcting across them would
+    # let the number of metrics recorded change the verdict on the one that matters.
+    groups: list[list[dict[str, Any]]] = []
     for family in FAMILIES:
-        fam_rows = by_family[family]
-        if not fam_rows:
-            continue
+        by_metric: dict[str, list[dict[str, Any]]] = {}
+        for r in by_family[family]:
+            by_metric.setdefault(r["metric"], []).append(r)
+        groups += list(by_metric.values())
+    for fam_rows in groups:
         p_diff = holm([r["p_difference"] for r in fam_rows])
         p_eq = holm([r["p_equivalence"] for r in fam_rows])
         n_tests = int(np.isfinite([r["p_difference"] for r in fam_rows]).sum())

@@ -161,6 +161,12 @@ class DataSpec(Strict):
         "adding training seeds never changes the data of finished runs",
     )
 
+    @property
+    def trained_languages(self) -> list[str]:
+        """Every language the adapters see in training: the listed ones plus those added
+        through target_ratio (these are 'seen' in the report, not unseen)."""
+        return list(dict.fromkeys([*self.languages, *(self.target_ratio or {})]))
+
 
 class TrainingSpec(Strict):
     steps: Annotated[int, Field(ge=1)] = 30
@@ -253,6 +259,14 @@ class AnalysisSpec(Strict):
     baseline: str = "lora"
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
+    margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict,
+        description="margin of practical equivalence per metric, in its own units, e.g. "
+        "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md",
+    )
+    primary_metric: str = Field(
+        "nll", description="the metric the report's decision table shows for every family"
+    )
 
 
 class ExecutorSpec(Strict):

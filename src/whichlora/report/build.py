@@ -73,7 +73,7 @@ def assemble(inputs: ReportInputs) -> Document:
     points = functools.cache(lambda: tradeoff_points(inputs))
     deltas = functools.cache(lambda: delta_table(inputs))
     builders: list[tuple[str, str, Callable[[], Section]]] = [
-        ("Verdict", "verdict", lambda: verdict_section(inputs, points())),
+        ("Decision", "verdict", lambda: verdict_section(inputs, points())),
         (
             "Per-language transfer and retention",
             "languages",

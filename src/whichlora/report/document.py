@@ -33,6 +33,7 @@ class Table:
     display: pd.DataFrame
     data: pd.DataFrame
     classes: pd.DataFrame | None = None  # per-cell CSS class ("good", "bad"), HTML only
+    collapsed: bool = False  # HTML: folded under its caption (long evidence tables)
 
 
 @dataclass

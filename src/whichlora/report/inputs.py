@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ class ReportInputs:
     palette: Palette
     resamples: int
     alpha: float
+    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, metric, technique, ...
 
     @property
     def targets(self) -> list[str]:
@@ -99,7 +100,7 @@ def _versions(study_dir: Path, run_ids: list[str]) -> pd.DataFrame:
 def _languages(study: Study, metrics: pd.DataFrame) -> tuple[str, list[str], list[str]]:
     """Source, seen and unseen languages: those evaluated, or planned while nothing is."""
     source = study.evaluation.source_language
-    trained = set(study.data.languages)
+    trained = set(study.data.trained_languages)
     planned = set(study.evaluation.languages or study.data.languages)
     evaluated = sorted(set(metrics["language"]) if len(metrics) else planned)
     seen = [lang for lang in evaluated if lang in trained and lang != source]
@@ -154,6 +155,7 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         costs=costs,
         analysis=table("analysis"),
         significance=store.frame("significance"),
+        verdicts=store.frame("verdicts"),
         config_text=resolved.read_text(encoding="utf-8") if resolved.is_file() else "",
         versions=_versions(study_dir, list(frame["run_id"])),
         palette=Palette(order),

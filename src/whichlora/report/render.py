@@ -36,6 +36,8 @@ th { background:var(--soft); font-weight:600; }
 td.wrapcell { white-space:pre-wrap; max-width:640px; }
 td.good { background:#d6e9f7; }
 td.bad { background:#f9dcc8; }
+td.same { background:#e4e4e4; }
+details.table > summary { cursor:pointer; color:var(--accent); margin:10px 0 4px; font-size:13px; }
 .links { font-size:12px; color:var(--muted); margin:0 0 12px; }
 .links a { color:var(--muted); }
 figure { margin:12px 0 20px; }
@@ -73,10 +75,17 @@ def _html_table(table: Table) -> str:
         f'<p class="links">data: <a href="tables/{table.name}.csv">{table.name}.csv</a> · '
         f'<a href="tables/{table.name}.json">{table.name}.json</a></p>'
     )
-    return (
-        f'<p class="caption">{_inline(table.caption)}</p><div class="wrap"><table>'
-        f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>{links}"
+    grid = (
+        f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+        f"</table></div>{links}"
     )
+    if table.collapsed:
+        return (
+            f'<details class="table"><summary>{_inline(table.caption)} (show {len(df)} rows)'
+            f"</summary>{grid}</details>"
+        )
+    return f'<p class="caption">{_inline(table.caption)}</p>{grid}'
+
 
 
 def _html_block(block: object) -> str:

@@ -9,7 +9,18 @@ import pandas as pd
 
 from whichlora.report.cdplot import cd_figure
 from whichlora.report.deltas import base_table
+from whichlora.report.decision import (
+    FAMILY_TITLES,
+    VERDICT_CLASS,
+    decision_table,
+    margin_text,
+    metric_name,
+    primary_metric,
+    recommendation,
+    verdict_frame,
+)
 from whichlora.report.document import (
+    Block,
     Figure,
     Heading,
     Section,
@@ -47,14 +58,128 @@ def _seeds(inputs: ReportInputs) -> int:
 
 
 def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
-    section = Section("Verdict", "verdict")
-    table = comparisons(inputs)
-    section.blocks.append(Text(verdict_text(inputs, table, _seeds(inputs)), "verdict"))
+    """The decision first (one row per technique, a sentence that follows from it, the trade-off
+    plot); every comparison and the familiar rank-test view below, collapsed."""
+    section = Section("Decision", "verdict")
+    frame = verdict_frame(inputs)
+    primary = primary_metric(inputs, frame)
+    if frame.empty or primary is None:
+        section.blocks.append(Text(_no_verdict(inputs), "verdict"))
+    else:
+        section.blocks.append(decision_table(inputs, frame, primary))
+        advice = recommendation(inputs, frame, primary)
+        evidence = _evidence(frame)
+        section.blocks.append(Text(f"{advice} {evidence}".strip(), "verdict"))
+    if not points.empty:
+        section.blocks.append(_tradeoff_figure(inputs, points))
     leaders = _descriptive(points)
     if leaders:
         section.text(leaders)
+    if not frame.empty:
+        section.blocks.append(every_comparison_table(frame))
+    section.blocks.extend(_familiar_view(inputs))
+    return section
+
+
+def _no_verdict(inputs: ReportInputs) -> str:
+    if len(inputs.labels) < 2:
+        return (
+            "Nothing to decide yet: a verdict needs the baseline and at least one other technique "
+            f"with evaluated runs ({len(inputs.labels)} so far)."
+        )
+    if inputs.baseline not in inputs.labels:
+        return (
+            f"No verdict: the baseline {inputs.baseline} has no evaluated run. Fix: set "
+            "analysis.baseline to one of " + ", ".join(inputs.labels) + "."
+        )
+    return (
+        "No verdict yet: run `whichlora analyze` (or `whichlora run`) to compare the techniques "
+        f"with {inputs.baseline}."
+    )
+
+
+def _evidence(frame: pd.DataFrame) -> str:
+    from whichlora.analyze.verdicts import evidence_sentence
+
+    return evidence_sentence(frame)
+
+
+def _tradeoff_figure(inputs: ReportInputs, points: pd.DataFrame) -> Figure:
+    return Figure(
+        "tradeoff",
+        tradeoff_figure(points, inputs.palette, inputs.labels, inputs.source),
+        "Each small point is one seed; the large outlined marker is the technique's mean. "
+        f"x: mean change against the base over the {len(inputs.targets)} target languages, "
+        "signed so that right is better; y: change on the source language "
+        f"{inputs.source}, signed so that up is forgetting. Best: bottom right.",
+        "Scatter of transfer gain against retention loss per technique and seed",
+    )
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def every_comparison_table(frame: pd.DataFrame) -> Table:
+    """All verdicts, every family and metric, with the numbers behind each word."""
+    display = pd.DataFrame(
+        {
+            "family": frame["family"].map(lambda f: FAMILY_TITLES.get(f, f)),
+            "metric": frame["metric"].map(metric_name),
+            "technique": frame["technique"],
+            "verdict": frame["verdict"],
+            "Δ vs baseline [95% CI]": [
+                "–"
+                if not math.isfinite(r.estimate)
+                else delta_cell(str(r.metric), r.estimate, r.ci_low, r.ci_high)
+                for r in frame.itertuples()
+            ],
+            "margin": [margin_text(str(r.metric), r.margin) for r in frame.itertuples()],
+            "p diff (Holm)": frame["p_difference_holm"].map(_p),
+            "p equiv (Holm)": frame["p_equivalence_holm"].map(_p),
+            "seeds": frame.get("n_seeds", pd.Series(dtype=object)).map(_count),
+            "seed variance": frame.get("seed_variance", pd.Series(dtype=object)).fillna("–"),
+            "P(better/equiv/worse)": [
+                "–"
+                if not math.isfinite(r.p_bayes_better)
+                else f"{r.p_bayes_better:.2f} / {r.p_bayes_equivalent:.2f} / {r.p_bayes_worse:.2f}"
+                for r in frame.itertuples()
+            ],
+            "more seeds needed": frame.get("more_seeds", pd.Series(dtype=object)).map(_count),
+            "note": frame.get("note", pd.Series(dtype=object)).fillna(""),
+        }
+    )
+    tones = [VERDICT_CLASS.get(str(v), "") for v in frame["verdict"]]
+    return Table(
+        "verdicts",
+        f"Every comparison with the baseline ({len(frame)} rows): verdict, estimate and 95% "
+        "interval, margin of equivalence, Holm-corrected p-values of the difference and of the "
+        "equivalence (TOST) tests, seeds paired, how seed variance was estimated, the Bayesian "
+        "signed-rank view over languages, and the extra seeds that would settle an inconclusive "
+        "comparison at 80% power.",
+        display,
+        frame,
+        cell_classes(display, {"verdict": tones}),
+        collapsed=True,
+    )
+
+
+def _count(value: object) -> str:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "–"
+    return str(int(number)) if math.isfinite(number) else "–"
+
+
+def _familiar_view(inputs: ReportInputs) -> list[Block]:
+    """The rank tests reviewers know (Wilcoxon over seed x language cells, Holm), kept as a
+    second opinion: they ignore item-level evidence, so they are not the verdict."""
+    table = comparisons(inputs)
     if table.empty:
-        return section
+        return []
     rows = []
     for r in table.itertuples():
         mark = f"{r.direction} *" if r.significant else "n.s."
@@ -65,7 +190,9 @@ def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
                 "technique": r.technique,
                 "vs": r.baseline,
                 "cells": fmt_num(r.n_pairs, 0),
-                "Δ vs baseline [95% CI]": delta_cell(r.metric, r.mean_diff, r.ci_low, r.ci_high),
+                "Δ vs baseline [95% item bootstrap]": delta_cell(
+                    r.metric, r.mean_diff, r.ci_low, r.ci_high
+                ),
                 "Holm p": fmt_num(r.p_holm, 3),
                 "effect r": fmt_num(r.rank_biserial, 2, signed=True),
                 "result": mark,
@@ -76,19 +203,19 @@ def verdict_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
         ("good" if r.direction == "better" else "bad") if r.significant else ""
         for r in table.itertuples()
     ]
-    section.blocks.append(
+    return [
         Table(
             "significance",
-            "Every test against the baseline. cells = paired (seed × language) means in the "
-            "Wilcoxon test; Δ is technique minus baseline (accuracy and fidelity in percentage "
-            "points); effect r = matched-pairs rank-biserial correlation; * = significant after "
-            "Holm correction.",
+            "The familiar view, not the verdict: a Wilcoxon signed-rank test over paired "
+            "(seed × language) cell means, Holm-corrected, beside an interval that resamples "
+            "items only (it ignores seed noise, so it can exclude zero where the verdict does "
+            "not). " + verdict_text(inputs, table, _seeds(inputs)),
             display,
             table,
             cell_classes(display, {"result": results}),
+            collapsed=True,
         )
-    )
-    return section
+    ]
 
 
 def _tidy(value: float) -> float:
@@ -200,17 +327,7 @@ def tradeoff_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
             f"({inputs.source}) and at least one target language."
         )
         return section
-    section.blocks.append(
-        Figure(
-            "tradeoff",
-            tradeoff_figure(points, inputs.palette, inputs.labels, inputs.source),
-            "Each small point is one seed; the large outlined marker is the technique's mean. "
-            f"x: mean change over the {len(inputs.targets)} target languages, signed so that "
-            f"right is better; y: change on the source language {inputs.source}, signed so that "
-            "up is forgetting. Best: bottom right.",
-            "Scatter of transfer gain against retention loss per technique and seed",
-        )
-    )
+    section.text("The plot is in the Decision section above; these are the means it shows.")
     means = points.groupby(["technique", "metric"], as_index=False, sort=False).agg(
         seeds=("seed", "nunique"), transfer=("transfer", "mean"), retention=("retention", "mean")
     )

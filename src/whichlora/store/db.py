@@ -98,6 +98,14 @@ CREATE TABLE IF NOT EXISTS significance (
     payload TEXT NOT NULL,
     PRIMARY KEY (family, metric, technique)
 );
+CREATE TABLE IF NOT EXISTS verdicts (
+    family TEXT NOT NULL,          -- transfer_seen | transfer_unseen | retention | tradeoff
+    metric TEXT NOT NULL,
+    technique TEXT NOT NULL,
+    verdict TEXT NOT NULL,         -- better | worse | equivalent | inconclusive
+    payload TEXT NOT NULL,         -- the whole comparison (estimate, interval, p-values...) as JSON
+    PRIMARY KEY (family, metric, technique)
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -1,0 +1,87 @@
+"""The study's verdicts: its per-example test scores through the same machinery as
+`whichlora verdict`, one stored row per (family, metric, technique).
+
+Families come from the study: the source language is retention, languages in the training data
+(including those added through `data.target_ratio`) are seen transfer, every other evaluated
+language is unseen transfer. Harness metrics take their direction from lm-eval's metric names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+KEY_COLUMNS = ("family", "metric", "technique")
+
+
+def metric_direction(metric: str) -> bool | None:
+    """True when higher is better, False when lower is, None for a metric nobody described."""
+    from whichlora.evaluate.suite import HIGHER_IS_BETTER
+
+    if metric in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[metric]
+    if metric.startswith("harness:"):
+        from whichlora.evaluate.harness import higher_is_better
+
+        return higher_is_better(metric)
+    return None
+
+
+def directions(metrics: Sequence[str]) -> dict[str, bool]:
+    out = {}
+    for metric in metrics:
+        direction = metric_direction(metric)
+        if direction is not None:
+            out[metric] = direction
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def verdict_rows(
+    scores: pd.DataFrame,
+    *,
+    source: str,
+    seen: Sequence[str],
+    baseline: str,
+    alpha: float,
+    margins: Mapping[str, float],
+) -> list[dict[str, Any]]:
+    """Rows for the `verdicts` table (empty when the baseline or a second technique is missing:
+    the report says why from the runs it has)."""
+    from whichlora.analyze.verdicts import VerdictOptions, assign_families, judge
+
+    if scores.empty or baseline not in set(scores["technique"]):
+        return []
+    if scores["technique"].nunique() < 2:
+        return []
+    hib = directions(sorted(set(scores["metric"])))
+    scores = scores[scores["metric"].isin(list(hib))]
+    options = VerdictOptions(
+        baseline=baseline, alpha=alpha, margins=dict(margins), higher_is_better=hib
+    )
+    table = judge(assign_families(scores, source, seen), options)
+    rows = []
+    for record in table.to_dict("records"):
+        payload = {str(k): _plain(v) for k, v in record.items()}
+        rows.append(
+            {
+                "family": str(record["family"]),
+                "metric": str(record["metric"]),
+                "technique": str(record["technique"]),
+                "verdict": str(record["verdict"]),
+                "payload": json.dumps(payload, sort_keys=True, allow_nan=False, default=str),
+            }
+        )
+    return rows
