@@ -91,6 +91,7 @@ def _fill(ctx: StudyContext, spec: SyntheticSpec, rng: np.random.Generator) -> N
         store.replace_table("analysis", _analysis(ctx, spec, done, rng), "analyze")
     if spec.significance:
         store.replace_table("significance", _significance(ctx, source), "significance")
+        store.replace_table("verdicts", _verdicts(ctx, source), "analyze-verdicts")
 
 
 def _scores(
@@ -248,3 +249,20 @@ def _significance(ctx: StudyContext, source: str) -> list[dict[str, Any]]:
     run_ids = [r.run_id for r in ctx.selected_runs()]
     scores = scores_frame(ctx, run_ids)
     return significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
+
+
+def _verdicts(ctx: StudyContext, source: str) -> list[dict[str, Any]]:
+    """Verdict rows exactly as the analyze stage writes them, by its own functions."""
+    from whichlora.analyze.stage import scores_frame
+    from whichlora.analyze.verdict_rows import verdict_rows
+
+    spec = ctx.study.analysis
+    scores = scores_frame(ctx, [r.run_id for r in ctx.selected_runs()])
+    return verdict_rows(
+        scores,
+        source=source,
+        seen=ctx.study.data.trained_languages,
+        baseline=spec.baseline,
+        alpha=spec.alpha,
+        margins=spec.margins,
+    )

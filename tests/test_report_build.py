@@ -23,7 +23,7 @@ from whichlora.report.document import Document
 from whichlora.study.context import StudyContext
 
 SECTION_TITLES = [
-    "Verdict",
+    "Decision",
     "Per-language transfer and retention",
     "Trade-off: transfer gain vs retention loss",
     "Ranking: critical-difference diagram",
@@ -207,7 +207,7 @@ def test_a_broken_section_becomes_a_note(
     doc = build_module.assemble(build_module.load_inputs(*_report_args(ctx)))
     notes = [b.text for s in doc.sections for b in s.blocks if getattr(b, "kind", "") == "note"]
     assert any(SECTION_FAILED in n and "surprise" in n for n in notes)
-    assert [s.title for s in doc.sections][0] == "Verdict"
+    assert [s.title for s in doc.sections][0] == "Decision"
     assert len(doc.figures()) == len(FIGURES)
 
 
@@ -223,7 +223,7 @@ def test_without_analysis_or_significance(tmp_path: Path) -> None:
     finally:
         ctx.close()
     assert SECTION_FAILED not in text
-    assert "Significance tests have not been run yet" in text
+    assert "No verdict yet: run" in text
     assert "No representation analysis yet" in text
     assert "No ranking to draw" in text
     assert "Seen target languages" in text and text.count("<img") == 2  # trade-off, loss
@@ -236,7 +236,7 @@ def test_single_technique(tmp_path: Path) -> None:
     finally:
         ctx.close()
     assert SECTION_FAILED not in text
-    assert "Nothing to compare yet" in text
+    assert "Nothing to decide yet" in text
     assert "needs at least two techniques" in text
 
 
@@ -304,3 +304,25 @@ def test_metrics_without_per_example_scores(tmp_path: Path) -> None:
     assert (seen["n_examples"] == 0).all() and seen["ci_low"].isna().all()
     assert seen["delta"].notna().all()
     assert "The base model has no per-example scores yet." in text
+
+
+def test_the_report_opens_with_the_decision(full: tuple[StudyContext, Path]) -> None:
+    """First screen: one row per technique with a verdict word per family, then the advice;
+    every comparison and the rank-test view follow, folded."""
+    ctx, html = full
+    text = html.read_text(encoding="utf-8")
+    first = text.index('<section id="verdict">')
+    assert text.index("<table>", first) < text.index('class="verdict"', first)
+    decision = pd.read_csv(ctx.study_dir / "report" / "tables" / "decision.csv")
+    assert set(decision["technique"]) == {"dora", "pissa"}
+    assert set(decision["family"]) >= {"transfer_seen", "transfer_unseen", "retention"}
+    assert set(decision["verdict"]) <= {"better", "worse", "equivalent", "inconclusive"}
+    verdicts = pd.read_csv(ctx.study_dir / "report" / "tables" / "verdicts.csv")
+    stored = ctx.store.query("SELECT COUNT(*) FROM verdicts")[0][0]
+    assert len(verdicts) == stored > 0
+    assert text.count('<details class="table">') == 2  # every comparison; the rank-test view
+    for row in decision.itertuples():  # a word never contradicts its interval
+        if row.verdict == "equivalent":
+            assert -row.margin < row.estimate < row.margin
+        if row.verdict in ("better", "worse") and row.family != "tradeoff":
+            assert row.ci_low > 0 or row.ci_high < 0

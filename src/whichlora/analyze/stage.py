@@ -337,8 +337,8 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     in the study's evaluation languages only (a language dropped from the study stays in the
     store until `whichlora gc`, but is not compared)."""
     from whichlora.analyze.significance import SCORE_COLUMNS
-    from whichlora.data.languages import evaluation_languages
     from whichlora.analyze.verdict_rows import metric_direction
+    from whichlora.data.languages import evaluation_languages
 
     if not run_ids:
         return pd.DataFrame(columns=list(SCORE_COLUMNS))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from whichlora.report.document import Table, cell_classes, fmt_int
+from whichlora.report.document import Table, fmt_int
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.tables import METRIC_FORMAT, delta_cell
 
@@ -60,6 +60,8 @@ def margin_text(metric: str, margin: float) -> str:
         return "–"
     scale, digits, unit, _, _ = METRIC_FORMAT.get(metric, (1.0, 3, "", "", metric))
     value = f"{margin * scale:.{max(digits, 1)}g}"
+    if unit == "points" and value == "1":
+        unit = "point"
     return f"{value} {unit}".strip()
 
 
@@ -106,7 +108,8 @@ def _cell(row: pd.Series) -> str:
     word = str(row["verdict"])
     if row["family"] == "tradeoff" or not math.isfinite(row["estimate"]):
         return word
-    return f"{word} {delta_cell(str(row['metric']), row['estimate'], row['ci_low'], row['ci_high'])}"
+    cell = delta_cell(str(row["metric"]), row["estimate"], row["ci_low"], row["ci_high"])
+    return f"{word} {cell}"
 
 
 def _cost(inputs: ReportInputs, label: str, base_step: float) -> str:
@@ -162,8 +165,8 @@ def decision_table(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> T
     shown = pd.DataFrame(display)
     margin = frame.loc[frame["metric"] == primary, "margin"].dropna()
     margin_note = (
-        f" Equivalent = the whole 95% interval lies within ±{margin_text(primary, margin.iloc[0])}"
-        " (the margin of practical equivalence)."
+        f" Equivalent = shown to lie within ±{margin_text(primary, margin.iloc[0])} (the margin of"
+        " practical equivalence) by two one-sided tests, Holm-corrected."
         if len(margin)
         else ""
     )
@@ -221,7 +224,8 @@ def recommendation(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> s
         for verdict in ("better", "worse"):
             names = [t for t in who(family, verdict) if t not in dominant or verdict == "worse"]
             if names:
-                parts.append(f"{_join(names)} {'is' if len(names) == 1 else 'are'} {verdict} on {title}")
+                verb = "is" if len(names) == 1 else "are"
+                parts.append(f"{_join(names)} {verb} {verdict} on {title}")
         same = who(family, "equivalent")
         if same:
             margin = rows.loc[rows["family"] == family, "margin"].dropna()

@@ -8,7 +8,6 @@ import math
 import pandas as pd
 
 from whichlora.report.cdplot import cd_figure
-from whichlora.report.deltas import base_table
 from whichlora.report.decision import (
     FAMILY_TITLES,
     VERDICT_CLASS,
@@ -19,6 +18,7 @@ from whichlora.report.decision import (
     recommendation,
     verdict_frame,
 )
+from whichlora.report.deltas import base_table
 from whichlora.report.document import (
     Block,
     Figure,
