@@ -22,6 +22,7 @@ class StudyResults:
     training: Any
     analysis: Any
     significance: Any
+    verdicts: Any = None  # one row per (family, metric, technique), payload columns spread out
 
     @property
     def report(self) -> Path:
@@ -35,6 +36,17 @@ class StudyResults:
         merged = runs.merge(base, on=["language", "metric"], suffixes=("", "_base"))
         merged["delta"] = merged["value"] - merged["value_base"]
         return merged.merge(self.runs[["run_id", "technique", "label", "seed"]], on="run_id")
+
+
+def _verdicts(frame: Any) -> Any:
+    """The stored verdicts with every number of the comparison as its own column."""
+    import json
+
+    import pandas as pd
+
+    if frame.empty:
+        return frame
+    return pd.DataFrame([json.loads(text) for text in frame["payload"]])
 
 
 def load_results(study_dir: str | Path) -> StudyResults:
@@ -58,6 +70,7 @@ def load_results(study_dir: str | Path) -> StudyResults:
             training=table("training"),
             analysis=store.frame("analysis"),
             significance=store.frame("significance"),
+            verdicts=_verdicts(store.frame("verdicts")),
         )
     finally:
         ctx.close()
