@@ -9,6 +9,7 @@ language is unseen transfer. Harness metrics take their direction from lm-eval's
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 KEY_COLUMNS = ("family", "metric", "technique")
+log = logging.getLogger("whichlora")
 
 
 def metric_direction(metric: str) -> bool | None:
@@ -60,14 +62,30 @@ def verdict_rows(
 ) -> list[dict[str, Any]]:
     """Rows for the `verdicts` table (empty when the baseline or a second technique is missing:
     the report says why from the runs it has)."""
-    from whichlora.analyze.verdicts import VerdictOptions, assign_families, judge
+    from whichlora.analyze.verdicts import (
+        VerdictOptions,
+        assign_families,
+        default_margin,
+        judge,
+    )
 
     if scores.empty or baseline not in set(scores["technique"]):
         return []
     if scores["technique"].nunique() < 2:
         return []
     hib = directions(sorted(set(scores["metric"])))
-    scores = scores[scores["metric"].isin(list(hib))]
+    # A metric needs a margin to be judged: ours and lm-eval accuracies have one; any other
+    # harness metric is judged once the study sets analysis.margins for it.
+    judged = [m for m in hib if m in margins or default_margin(m) is not None]
+    left_out = sorted(set(hib) - set(judged))
+    if left_out:
+        log.warning(
+            "no verdict for %s: no margin of practical equivalence; set analysis.margins",
+            ", ".join(left_out),
+        )
+    scores = scores[scores["metric"].isin(judged)]
+    if scores.empty:
+        return []
     options = VerdictOptions(
         baseline=baseline, alpha=alpha, margins=dict(margins), higher_is_better=hib
     )
