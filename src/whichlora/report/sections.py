@@ -48,8 +48,10 @@ from whichlora.report.verdict import (
 CI_NOTE = (
     "Change against the base model, mean over seeds, with a 95% bootstrap interval over examples "
     "(all seeds of an example resampled together). Blue / orange cells: the interval lies wholly "
-    "on the better / worse side of zero for this language alone — a per-language signal, not the "
-    "corrected test in the verdict."
+    "on the better / worse side of zero for this language alone. These intervals answer 'did "
+    "tuning change this language?' and count item noise only; the verdicts in the Decision "
+    "section answer 'does this technique differ from the baseline?' and also count seed noise, "
+    "so an interval here can exclude zero where the verdict stays inconclusive."
 )
 
 
