@@ -104,8 +104,19 @@ def primary_metric(inputs: ReportInputs, frame: pd.DataFrame) -> str | None:
     return next((m for m in PRIMARY_ORDER if m in present), present[0] if present else None)
 
 
+def _dagger(row: pd.Series) -> bool:
+    """An inconclusive word beside an interval that excludes zero: the reader is owed why."""
+    low, high = row["ci_low"], row["ci_high"]
+    return (
+        row["verdict"] == "inconclusive"
+        and math.isfinite(low)
+        and math.isfinite(high)
+        and (low > 0 or high < 0)
+    )
+
+
 def _cell(row: pd.Series) -> str:
-    word = str(row["verdict"])
+    word = str(row["verdict"]) + ("†" if _dagger(row) else "")
     if row["family"] == "tradeoff" or not math.isfinite(row["estimate"]):
         return word
     cell = delta_cell(str(row["metric"]), row["estimate"], row["ci_low"], row["ci_high"])
@@ -163,6 +174,7 @@ def decision_table(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> T
         display.append(cells)
         tones.append(tone)
     shown = pd.DataFrame(display)
+    daggers = any(_dagger(pd.Series(row)) for row in data)
     margin = frame.loc[frame["metric"] == primary, "margin"].dropna()
     margin_note = (
         f" Equivalent = shown to lie within ±{margin_text(primary, margin.iloc[0])} (the margin of"
@@ -174,10 +186,18 @@ def decision_table(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> T
         f"Each technique against {inputs.baseline} on {metric_name(primary)} ({_units(primary)}): "
         "the verdict, then the estimated difference (technique minus baseline) with its 95% "
         "interval, which counts seeds, languages and items. Better / worse = the difference is "
-        "significant after Holm correction within the family."
+        "significant after Holm correction over the techniques compared in that family and "
+        "metric."
         + margin_note
         + " Trade-off: better on transfer (seen) or retention and shown not worse on the other. "
         "Cost: trainable parameters and training time per step relative to the baseline."
+        + (
+            " † The 95% interval excludes 0, yet the difference is not significant after Holm "
+            "correction over the techniques compared (each comparison's note, in the table of "
+            "every comparison below, says so)."
+            if daggers
+            else ""
+        )
     )
     return Table(
         "decision",
@@ -219,21 +239,23 @@ def recommendation(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> s
         )
     else:
         parts.append(f"On {name}, no technique beats {base} on the transfer/retention trade-off")
-    for family in ("transfer_seen", "transfer_unseen", "retention"):
-        title = FAMILY_TITLES[family]
-        for verdict in ("better", "worse"):
-            names = [t for t in who(family, verdict) if t not in dominant or verdict == "worse"]
-            if names:
-                verb = "is" if len(names) == 1 else "are"
-                parts.append(f"{_join(names)} {verb} {verdict} on {title}")
-        same = who(family, "equivalent")
-        if same:
-            margin = rows.loc[rows["family"] == family, "margin"].dropna()
-            within = f" within {margin_text(primary, margin.iloc[0])}" if len(margin) else ""
-            parts.append(
-                f"{_join(same)} {'is' if len(same) == 1 else 'are'} equivalent to {base} on "
-                f"{title}{within}"
-            )
+    families = ("transfer_seen", "transfer_unseen", "retention")
+    for verdict in ("better", "worse", "equivalent"):
+        by_technique: dict[str, list[str]] = {}
+        for family in families:
+            for name in who(family, verdict):
+                if verdict == "better" and name in dominant:
+                    continue
+                by_technique.setdefault(name, []).append(FAMILY_TITLES[family])
+        for name, titles in by_technique.items():
+            claim = f"{name} is {verdict}"
+            if verdict == "equivalent":
+                margin = rows.loc[rows["technique"] == name, "margin"].dropna()
+                within = f" within {margin_text(primary, margin.iloc[0])}" if len(margin) else ""
+                claim += f" to {base} on {_join(titles)}{within}"
+            else:
+                claim += f" on {_join(titles)}"
+            parts.append(claim)
     open_rows = rows[(rows["verdict"] == "inconclusive") & (rows["family"] != "tradeoff")]
     text = "; ".join(parts) + "."
     if len(open_rows):
