@@ -302,3 +302,31 @@ def test_scores_do_not_depend_on_the_batch_size(tiny_model_dir: Path) -> None:
     assert results[1].keys() == results[16].keys()
     for key, value in results[1].items():
         assert math.isclose(value, results[16][key], rel_tol=1e-4, abs_tol=1e-4), key
+
+
+def test_plan_estimates_new_units_from_the_study_own_finished_ones(
+    finished: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Once units of a kind have run, their measured seconds price the new ones."""
+    import shutil
+
+    from whichlora.study.context import open_study
+    from whichlora.study.status import unit_estimates, unit_states
+
+    folder = tmp_path / "copy"
+    shutil.copytree(finished, folder)
+    study = small_study(tiny_model_dir, techniques=["lora", "dora"])
+    (tmp_path / "ext").mkdir()
+    ctx = open_study(write_study(tmp_path / "ext", study), folder, locked=False, create=False)
+    try:
+        measured = dict(
+            ((r, st), sec)
+            for r, st, sec in ctx.store.query("SELECT run_id, stage, seconds FROM units")
+        )
+        estimates = unit_estimates(ctx, unit_states(ctx))
+    finally:
+        ctx.close()
+    per_step = measured[("lora-s0", "train")] / study["training"]["steps"]
+    assert estimates[("dora-s0", "train")] == pytest.approx(per_step * study["training"]["steps"])
+    scored = [sec for (_, st), sec in measured.items() if st == "evaluate:de"]  # base, lora
+    assert estimates[("dora-s0", "evaluate:de")] == pytest.approx(sum(scored) / len(scored))

@@ -283,7 +283,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     print(
         f"{counts['done']} done, {counts['new']} new, {counts['stale']} stale, "
         f"{counts['failed']} failed; what remains ~{remaining / 60:.1f} min on this machine "
-        "(estimate, not a measurement), plus analysis and report"
+        "(estimated from this study's finished units where it has some, else from FLOPs), plus "
+        "analysis and report"
     )
     if counts["stale"]:
         print(

@@ -47,23 +47,49 @@ def unit_states(ctx: StudyContext) -> list[UnitState]:
     return out
 
 
+def _measured(ctx: StudyContext) -> tuple[float | None, dict[str, float]]:
+    """This study's own finished units: seconds per training step, and mean seconds per
+    evaluation stage (one per language or harness task). A measured figure beats the FLOP
+    estimate, which can be several times off on a busy or unusual machine."""
+    steps = {r.run_id: r.request.steps for r in ctx.runs}
+    per_step: list[float] = []
+    per_stage: dict[str, list[float]] = {}
+    rows = ctx.store.query("SELECT run_id, stage, seconds FROM units WHERE status='done'")
+    for run_id, stage, seconds in rows:
+        if seconds is None or run_id == STUDY_UNITS:
+            continue
+        if stage == TRAIN and steps.get(run_id):
+            per_step.append(seconds / steps[run_id])
+        elif stage != TRAIN:
+            per_stage.setdefault(stage, []).append(seconds)
+    mean_step = sum(per_step) / len(per_step) if per_step else None
+    return mean_step, {k: sum(v) / len(v) for k, v in per_stage.items()}
+
+
 def unit_estimates(ctx: StudyContext, states: list[UnitState]) -> dict[tuple[str, str], float]:
-    """Estimated seconds of every unit, from study/estimate.py's per-run figures."""
+    """Estimated seconds of every unit: from this study's finished units of the same kind where
+    there are any, else from study/estimate.py's FLOP-based per-run figures."""
     from whichlora.study.estimate import summarize_plan
 
     frame, totals = summarize_plan(ctx)
     per_run = {row["run_id"]: row for row in frame.to_dict("records")}
+    steps = {r.run_id: r.request.steps for r in ctx.runs}
+    per_step, per_stage = _measured(ctx)
     n_test = max(1, len(ctx.test_stages()))
     out = {}
     for unit in states:
         if unit.state == "unused":
             continue
-        if unit.run_id == BASE:
-            out[(unit.run_id, unit.stage)] = totals["base_evaluate_seconds"] / n_test
-        elif unit.stage == TRAIN:
-            out[(unit.run_id, unit.stage)] = per_run[unit.run_id]["train_seconds"]
+        key = (unit.run_id, unit.stage)
+        if unit.stage == TRAIN:
+            measured = per_step * steps[unit.run_id] if per_step is not None else None
+            out[key] = measured if measured is not None else per_run[unit.run_id]["train_seconds"]
+        elif unit.stage in per_stage:
+            out[key] = per_stage[unit.stage]
+        elif unit.run_id == BASE:
+            out[key] = totals["base_evaluate_seconds"] / n_test
         else:
-            out[(unit.run_id, unit.stage)] = per_run[unit.run_id]["evaluate_seconds"] / n_test
+            out[key] = per_run[unit.run_id]["evaluate_seconds"] / n_test
     return out
 
 
