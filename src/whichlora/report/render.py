@@ -66,7 +66,7 @@ def _html_table(table: Table) -> str:
             css = []
             if column in classes.columns and i < len(classes) and classes[column].iloc[i]:
                 css.append(str(classes[column].iloc[i]))
-            if column == "error":
+            if column in ("error", "other metrics"):
                 css.append("wrapcell")
             attr = f' class="{" ".join(css)}"' if css else ""
             cells.append(f"<td{attr}>{html.escape(str(value))}</td>")
