@@ -16,7 +16,10 @@ from whichlora.data.parallel import load_parallel
 from whichlora.data.sources import load_instructions
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+WORDS = {
+    "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+    "ten": 10, "eleven": 11, "twelve": 12,
+}  # fmt: skip
 
 
 def _readme() -> str:
@@ -142,7 +145,8 @@ def test_quickstart_figures_match_the_study_file() -> None:
     text = _flat(_readme())
     match = re.search(
         r"The quickstart trains (\w+) techniques \(([^)]*)\) on SmolLM2-135M for (\d+) steps each, "
-        r"evaluates them and the base in (\w+) languages",
+        r"LoRA and DoRA with (\w+) seeds each \((\w+) runs\), evaluates them and the base in (\w+) "
+        r"languages",
         text,
     )
     assert match, "README no longer describes the quickstart as this test expects"
@@ -150,7 +154,12 @@ def test_quickstart_figures_match_the_study_file() -> None:
     assert WORDS[match[1]] == len(study.techniques)
     assert names == [t.name for t in study.techniques]
     assert int(match[3]) == study.training.steps
-    assert WORDS[match[4]] == len(study.evaluation.languages or [])
+    by_name = {t.name: t for t in study.techniques}
+    assert all(len(by_name[t].seeds or []) == WORDS[match[4]] for t in ("lora", "dora"))
+    from whichlora.study.plan import plan_study
+
+    assert WORDS[match[5]] == len(plan_study(study))
+    assert WORDS[match[6]] == len(study.evaluation.languages or [])
 
 
 DURATION = re.compile(
