@@ -38,7 +38,7 @@ from whichlora.analyze.measures import (
     unbiased_hsic,
 )
 from whichlora.analyze.representations import Representations, cached_representations
-from whichlora.analyze.verdict_rows import directions, verdict_rows
+from whichlora.analyze.verdict_rows import directions, json_safe, verdict_rows
 from whichlora.errors import WhichloraError
 from whichlora.store import BASE
 
@@ -308,27 +308,10 @@ def analysis_rows(
 # --------------------------------------------------------------------------- significance
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python, NaN/inf to null, frames and series to dicts."""
-    if isinstance(value, pd.DataFrame):
-        return {str(k): _plain(v) for k, v in value.to_dict(orient="index").items()}
-    if isinstance(value, pd.Series):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _sig_row(
     family: str, metric: str, technique: str, payload: Mapping[str, Any]
 ) -> dict[str, Any]:
-    text = json.dumps(_plain(payload), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(json_safe(payload), sort_keys=True, allow_nan=False, ensure_ascii=False)
     return {"family": family, "metric": metric, "technique": technique, "payload": text}
 
 

@@ -43,7 +43,16 @@ def directions(metrics: Sequence[str]) -> dict[str, bool]:
     return out
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python, NaN/inf to null, frames and series to dicts."""
+    if isinstance(value, pd.DataFrame):
+        return {str(k): json_safe(v) for k, v in value.to_dict(orient="index").items()}
+    if isinstance(value, pd.Series):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -92,7 +101,7 @@ def verdict_rows(
     table = judge(assign_families(scores, source, seen), options)
     rows = []
     for record in table.to_dict("records"):
-        payload = {str(k): _plain(v) for k, v in record.items()}
+        payload = json_safe(record)
         rows.append(
             {
                 "family": str(record["family"]),
