@@ -489,6 +489,65 @@ def threads(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     return [], lines
 
 
+def techniques(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    lines = ["## 8. Every technique at one matched budget, against LoRA", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    s = data["settings"]
+    loads = [
+        run[key]
+        for row in data["rows"]
+        for run in row["runs"]
+        for key in ("loadavg_before", "loadavg_after")
+    ]
+    lines += [
+        f"{s['model']}, fp32, {s['threads']} threads, batches of exactly {s['batch']} x "
+        f"{s['seq']} tokens; each technique's capacity knob solved for a fraction of "
+        f"{s['fraction']} of the model's parameters ({s['target_trainable_params']:,}; "
+        "'no' in the 10% column: the nearest count misses it by more, and a study would refuse "
+        f"it). whichlora's train_adapter, {s['warm_steps']} warm-up + {s['timed_steps']} timed "
+        f"steps per fresh process, techniques alternating (order reversed on every other of "
+        f"{s['repeats']} repetitions). Seconds per step from the training log's per-step clock; "
+        "the data-driven initialisations' one-off preparation is apart (a study adds it to the "
+        f"run's cost). 1-minute load average during the runs: {_load_range(loads)} on "
+        f"{data['machine'].get('cpus')} cores. Reproduce: `{data['command']}`.",
+        "",
+    ]
+    table = []
+    for r in data["rows"]:
+        ratio = r["ratio_to_lora"]
+        paired = r["ratio_to_lora_paired_median"]
+        table.append(
+            [
+                r["technique"],
+                f"{r['knob']} {r['knob_value']}",
+                f"{r['trainable_params_measured']:,}",
+                "yes" if r["within_10pct"] else "no",
+                f"{r['seconds_per_step_min']:.3f}",
+                f"{r['seconds_per_step_median']:.3f}",
+                "?" if ratio is None else f"{ratio:.2f}",
+                "?" if paired is None else f"{paired:.2f}",
+                f"{r['prepare_seconds_median']:.1f}",
+            ]
+        )
+    lines += _table(
+        [
+            "technique",
+            "knob",
+            "trainable",
+            "within 10%",
+            "min s/step",
+            "median s/step",
+            "x LoRA",
+            "x LoRA paired",
+            "prepare s",
+        ],
+        table,
+    )
+    lines += [""]
+    return [], lines
+
+
 # --------------------------------------------------------------------------- document
 
 INTRO = """\
@@ -548,6 +607,7 @@ RESULT_NAMES = (
     "quickstart",
     "profile",
     "threads",
+    "techniques",
 )
 
 
@@ -560,6 +620,7 @@ def write_report(out: Path) -> None:
         quickstart(_load("quickstart")),
         profile(_load("profile")),
         threads(_load("threads")),
+        techniques(_load("techniques")),
     ]
     machine = {}
     for name in ("train_step", "throughput", "quickstart", "mc_scoring"):

@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "throughput": ["bench_throughput.py", "--reps", "3"],
     "profile": ["bench_profile.py", "--technique", "lora", "--steps", "6", "--reps", "3"],
     "threads": ["bench_threads.py", "--reps", "3"],
+    "techniques": ["bench_techniques.py", "--repeats", "3"],
     "quickstart": ["bench_quickstart.py"],
 }
 
