@@ -31,12 +31,23 @@ SOLVE_TARGETS = ["k_proj", "down_proj"]
 TABLE_SIZE = 40  # knobs with more values (frequencies, bank sizes) are tabled over the first 32
 
 
-def real_trainable(loaded: Any, technique: str, settings: AdapterSettings) -> int:
+def real_trainable(
+    loaded: Any, technique: str, settings: AdapterSettings, batch: dict[str, Any] | None = None
+) -> int:
+    """Trainable parameters of the real adapter, built as training builds it (CorDA and LoRA-GA
+    read a batch of data first)."""
+    import itertools
+
     from peft import get_peft_model
 
+    entry = REGISTRY[technique]
+    config = entry.build_config(settings)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = get_peft_model(loaded.model, REGISTRY[technique].build_config(settings))
+        if entry.preprocess is not None:
+            options = entry.parse_options({"batches": 1})
+            entry.preprocess(loaded.model, config, itertools.repeat(batch), options)
+        model = get_peft_model(loaded.model, config)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -76,7 +87,12 @@ def nearest(table: dict[int, int], target: int) -> tuple[int, int]:
 @pytest.mark.parametrize(("rank", "target_modules"), [(1, "all-linear"), (5, ["q_proj", "v_proj"])])
 @pytest.mark.parametrize("technique", TECHNIQUES)
 def test_count_params_equals_real_peft_model(
-    technique: str, rank: int, target_modules: Any, tiny_config: Any, fresh_model: Any
+    technique: str,
+    rank: int,
+    target_modules: Any,
+    tiny_config: Any,
+    fresh_model: Any,
+    probe_batch: dict[str, Any],
 ) -> None:
     entry = REGISTRY[technique]
     settings = AdapterSettings(target_modules=target_modules, total_steps=20)
@@ -85,7 +101,7 @@ def test_count_params_equals_real_peft_model(
     settings = with_knob(entry, settings, value)
     counted = count_params(tiny_config, entry, settings)
     assert counted > 0
-    assert counted == real_trainable(fresh_model(), technique, settings)
+    assert counted == real_trainable(fresh_model(), technique, settings, probe_batch)
 
 
 def test_count_params_follows_options(tiny_config: Any, fresh_model: Any) -> None:

@@ -82,6 +82,9 @@ def train(
 OVERRIDES: dict[str, dict[str, Any]] = {
     "lora": {"grad_accum": 2},
     "adalora": {"learning_rate": 1e-2},
+    # CorDA and LoRA-GA read a fixed number of batches first: two are enough for the tiny model.
+    "corda": {"options": {"batches": 2}},
+    "loraga": {"options": {"batches": 2}},
 }
 CASES = [(name, OVERRIDES.get(name, {})) for name in sorted(REGISTRY)]
 

@@ -38,6 +38,11 @@ OPTION_VALUES: dict[str, Any] = {
     "block_size": 16,
     "n_frequency": 500,
     "scaling": 100.0,
+    "corda_method": "kpm",
+    "batches": 4,
+    "direction": "ArBr",
+    "scale": "unit",
+    "stable_gamma": 8,
 }
 
 

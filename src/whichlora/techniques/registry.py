@@ -3,12 +3,14 @@
 An entry says how to build its peft config from the run's settings and its typed options, which
 integer sets its capacity (the knob a budget solves), and calls out what differs in training: an
 optimizer of its own (LoRA+, LoRA-FA, Riemannian), a data-driven initialisation before training
-(EVA), a hook after each optimizer step (AdaLoRA), or a base model rewritten at init (PiSSA,
-OLoRA) that needs conversion when saved. Nothing here reimplements an adapter.
+(EVA) or before the adapter is built (CorDA, LoRA-GA), a hook after each optimizer step
+(AdaLoRA), or a base model rewritten at init (PiSSA, OLoRA, CorDA, LoRA-GA) that needs conversion
+when saved. Nothing here reimplements an adapter.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -51,6 +53,8 @@ OptimizerFactory = Callable[[Any, float, float, dict[str, Any]], Any]
 StepHook = Callable[[Any, int], None]  # (model, optimizer steps taken so far, from 1)
 # (peft model, an endless seeded stream of the run's own training batches, typed options)
 Prepare = Callable[[Any, Iterable[dict[str, Any]], Any], None]
+# (base model before the adapter, the peft config it will get, the same batch stream, options)
+Preprocess = Callable[[Any, Any, Iterable[dict[str, Any]], Any], None]
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,9 @@ class Technique:
     knob: Knob = RANK
     make_optimizer: OptimizerFactory | None = None
     prepare: Prepare | None = None  # data-driven init (EVA), timed as part of the run
+    preprocess: Preprocess | None = None  # data-driven, before the adapter (CorDA, LoRA-GA)
     after_optimizer_step: StepHook | None = None
-    rewrites_base: bool = False  # PiSSA/OLoRA: compare against a fresh base, convert on save
+    rewrites_base: bool = False  # PiSSA/OLoRA/CorDA/LoRA-GA: fresh base to compare, convert on save
     can_merge: bool = True  # False: the evaluator scores the adapter unmerged
     uses_rank: bool = True  # False: the run's rank does not reach the config (FourierFT, C3A)
 
@@ -205,6 +210,101 @@ class _Endless:
 
     def __iter__(self) -> Any:
         return iter(self.batches)
+
+
+def _resolve_targets(model: Any, config: Any) -> None:
+    """Turn 'all-linear' into the layer names peft would pick: CorDA's and LoRA-GA's
+    preprocessing runs before get_peft_model, which is where peft resolves the shorthand."""
+    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
+
+    _maybe_include_all_linear_layers(config, model)
+
+
+class CordaOptions(Options):
+    corda_method: Literal["ipm", "kpm"] = _opt(
+        "ipm",
+        "'ipm' (instruction-previewed: adapt the directions the data uses most) or 'kpm' "
+        "(knowledge-preserved: adapt the least used, keeping what the base knows)",
+    )
+    batches: Annotated[int, Field(ge=1, le=4096)] = _opt(
+        16,
+        "training batches whose activations build each layer's covariance (peft suggests "
+        "about hidden size / tokens per example x 128 examples)",
+    )
+
+
+def _corda(settings: AdapterSettings, options: Any) -> Any:
+    from peft.tuners.lora.config import CordaConfig
+
+    return _lora(
+        settings,
+        init_lora_weights="corda",
+        corda_config=CordaConfig(corda_method=options.corda_method),
+    )
+
+
+def _corda_preprocess(
+    model: Any, config: Any, batches: Iterable[dict[str, Any]], options: Any
+) -> None:
+    from peft.tuners.lora.corda import preprocess_corda
+
+    _resolve_targets(model, config)
+    stream = iter(batches)
+
+    def run_model() -> None:
+        # peft's covariance hook takes one example at a time (it squeezes a batch of one), so
+        # each row runs alone, unpadded: padding would enter the covariance.
+        for _ in range(options.batches):
+            batch = next(stream)
+            for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True):
+                model(input_ids=ids[: int(mask.sum())].unsqueeze(0))
+
+    preprocess_corda(model, config, run_model=run_model)
+
+
+class LoraGaOptions(Options):
+    direction: Literal["ArBr", "A2rBr", "ArB2r", "random"] = _opt(
+        "ArB2r", "which singular vectors of the gradient go to A and to B"
+    )
+    scale: Literal["stable", "weight_svd", "gd_scale", "unit"] = _opt(
+        "stable", "how the initial A and B are scaled"
+    )
+    stable_gamma: Annotated[int, Field(ge=1, le=1024)] = _opt(16, "gamma of the 'stable' scaling")
+    batches: Annotated[int, Field(ge=1, le=4096)] = _opt(
+        8, "training batches whose full-weight gradients are averaged before the SVD"
+    )
+
+
+def _loraga(settings: AdapterSettings, options: Any) -> Any:
+    from peft import LoraGAConfig
+
+    return _lora(
+        settings,
+        init_lora_weights="lora_ga",
+        lora_ga_config=LoraGAConfig(
+            direction=options.direction, scale=options.scale, stable_gamma=options.stable_gamma
+        ),
+    )
+
+
+def _loraga_preprocess(
+    model: Any, config: Any, batches: Iterable[dict[str, Any]], options: Any
+) -> None:
+    from peft import preprocess_loraga
+
+    _resolve_targets(model, config)
+    stream = iter(batches)
+
+    def train_step() -> None:
+        # peft keeps gradients only on the targeted weights and averages them over these calls.
+        for _ in range(options.batches):
+            model(**next(stream)).loss.backward()
+
+    with warnings.catch_warnings():
+        # torch notes that the first layers' hooks fire on output gradients only (the inputs
+        # need none); peft's hooks only count calls, which is what they are for.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        preprocess_loraga(model, config, train_step=train_step)
 
 
 # Llama-style names (q/k/v/o, gate/up/down): peft's guideline for which factor is block-diagonal.
@@ -619,6 +719,28 @@ _ENTRIES = [
         _eva,
         options=EvaOptions,
         prepare=_eva_prepare,
+    ),
+    Technique(
+        "corda",
+        "LoRA initialised from a context-oriented SVD of W times the covariance of the run's "
+        "own training activations; the base keeps the residual.",
+        "Yang et al. 2024, CorDA: Context-Oriented Decomposition Adaptation of Large Language "
+        "Models for Task-Aware Parameter-Efficient Fine-tuning, arXiv:2406.05223",
+        _corda,
+        options=CordaOptions,
+        preprocess=_corda_preprocess,
+        rewrites_base=True,
+    ),
+    Technique(
+        "loraga",
+        "LoRA initialised from the SVD of the full weights' gradient on the run's own training "
+        "batches, so its first step follows full fine-tuning; the base is shifted to match.",
+        "Wang et al. 2024, LoRA-GA: Low-Rank Adaptation with Gradient Approximation, "
+        "arXiv:2407.05000",
+        _loraga,
+        options=LoraGaOptions,
+        preprocess=_loraga_preprocess,
+        rewrites_base=True,
     ),
     Technique(
         "lorafa",

@@ -1,10 +1,10 @@
 """One training run: (base, technique, data, seed) -> a saved PEFT adapter and its log.
 
 The loop is one function to read top to bottom. What differs per technique is explicit in it:
-EVA initialises from the run's own batches before training, LoRA+ (LoRA-FA, Riemannian) brings
-its own optimizer, AdaLoRA reallocates ranks after every optimizer step, and
-PiSSA/OLoRA rewrite base weights at init, so their adapter is converted on save to load on an
-untouched base.
+EVA initialises from the run's own batches before training (CorDA and LoRA-GA before the
+adapter is even built), LoRA+ (LoRA-FA, Riemannian) brings its own optimizer, AdaLoRA reallocates
+ranks after every optimizer step, and PiSSA/OLoRA/CorDA/LoRA-GA rewrite base weights at init, so
+their adapter is converted on save to load on an untouched base.
 
 A long run can resume inside itself: with `checkpoint_every` it saves a checkpoint every N
 optimizer steps beside its folder (see `whichlora.train.checkpoint`), and a later call on the same
@@ -250,12 +250,27 @@ def train_adapter(
         request.steps,
         lambda: request_fingerprint(request, examples, library_versions()),
     )
-    seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
+    pad_id = pad_token(tokenizer)
     with atomic_directory(out_dir) as scratch, tracking:
-        model = get_peft_model(model, technique.build_config(settings))
-        device = next(p.device for p in model.parameters() if p.requires_grad)
-        pad_id = pad_token(tokenizer)
+        config = technique.build_config(settings)
         prepare_seconds = 0.0
+        if technique.preprocess is not None:
+            # Data-driven init before the adapter exists (CorDA, LoRA-GA): statistics of the base
+            # on this run's own training batches, in the order its seed gives them; timed.
+            seed_everything(request.seed)
+            prepare_start = time.perf_counter()
+            device = next(model.parameters()).device
+            stream = grouped_batches(examples, request.batch_size, request.seed)
+            technique.preprocess(
+                model,
+                config,
+                ({k: v.to(device) for k, v in collate(b, pad_id).items()} for b in stream),
+                technique.parse_options(settings.options),
+            )
+            prepare_seconds = time.perf_counter() - prepare_start
+        seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
+        model = get_peft_model(model, config)
+        device = next(p.device for p in model.parameters() if p.requires_grad)
         if technique.prepare is not None:
             # Data-driven init (EVA): statistics from this run's own training batches, in the
             # order its seed gives them; the time is part of the run's cost.
@@ -266,7 +281,7 @@ def train_adapter(
                 ({k: v.to(device) for k, v in collate(b, pad_id).items()} for b in stream),
                 technique.parse_options(settings.options),
             )
-            prepare_seconds = time.perf_counter() - prepare_start
+            prepare_seconds += time.perf_counter() - prepare_start
         if technique.rewrites_base:
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
             # that applies to the untouched base (PEFT's conversion on save). The initial copy
