@@ -187,7 +187,8 @@ def test_solve_knob_returns_the_nearest_count(
 
 
 @pytest.mark.parametrize(
-    "technique", [t for t in TECHNIQUES if REGISTRY[t].knob.name == "rank" and t != "shira"]
+    "technique",
+    [t for t in TECHNIQUES if REGISTRY[t].knob.name == "rank" and t not in ("shira", "kasa")],
 )
 def test_rank_above_layer_width_is_rejected(technique: str, tiny_config: Any) -> None:
     kwargs: dict[str, Any] = {
@@ -205,6 +206,24 @@ def test_rank_above_layer_width_is_rejected(technique: str, tiny_config: Any) ->
     assert settings.rank == record["rank"] == ALL_LINEAR_WIDTH
     with pytest.raises(WhichloraError, match=f"rank {ALL_LINEAR_WIDTH + 1} .*width \\(32\\)"):
         resolve_settings(tiny_config, REGISTRY[technique], rank=ALL_LINEAR_WIDTH + 1, **kwargs)
+
+
+def test_kasa_rank_keeps_one_singular_component(tiny_config: Any) -> None:
+    # KaSA drops the r smallest singular components of the base: r must stay below the width.
+    kwargs: dict[str, Any] = {
+        "trainable_params": None,
+        "fraction": None,
+        "alpha": None,
+        "dropout": 0.0,
+        "target_modules": "all-linear",
+        "total_steps": 20,
+        "options": {},
+    }
+    top = ALL_LINEAR_WIDTH - 1
+    settings, _ = resolve_settings(tiny_config, REGISTRY["kasa"], rank=top, **kwargs)
+    assert settings.rank == top
+    with pytest.raises(WhichloraError, match=f"rank {ALL_LINEAR_WIDTH} .*valid values: 1..{top}"):
+        resolve_settings(tiny_config, REGISTRY["kasa"], rank=ALL_LINEAR_WIDTH, **kwargs)
 
 
 def test_invalid_knob_value_is_rejected_with_the_valid_ones(tiny_config: Any) -> None:

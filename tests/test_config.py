@@ -43,6 +43,8 @@ OPTION_VALUES: dict[str, Any] = {
     "direction": "ArBr",
     "scale": "unit",
     "stable_gamma": 8,
+    "beta": 1e-3,
+    "gamma": 1e-2,
 }
 
 

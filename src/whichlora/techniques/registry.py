@@ -51,6 +51,7 @@ class AdapterSettings:
 ConfigBuilder = Callable[[AdapterSettings, Any], Any]  # (settings, the technique's typed options)
 OptimizerFactory = Callable[[Any, float, float, dict[str, Any]], Any]
 StepHook = Callable[[Any, int], None]  # (model, optimizer steps taken so far, from 1)
+Penalty = Callable[[Any], Any]  # (peft model) -> a term added to the objective (not the curve)
 # (peft model, an endless seeded stream of the run's own training batches, typed options)
 Prepare = Callable[[Any, Iterable[dict[str, Any]], Any], None]
 # (base model before the adapter, the peft config it will get, the same batch stream, options)
@@ -69,7 +70,11 @@ class Technique:
     prepare: Prepare | None = None  # data-driven init (EVA), timed as part of the run
     preprocess: Preprocess | None = None  # data-driven, before the adapter (CorDA, LoRA-GA)
     after_optimizer_step: StepHook | None = None
+    penalty: Penalty | None = None  # KaSA: its regularisers, added to each batch's objective
     rewrites_base: bool = False  # PiSSA/OLoRA/CorDA/LoRA-GA: fresh base to compare, convert on save
+    # KaSA: peft truncates the base at init and again, identically, whenever the adapter is loaded
+    # on an untouched base, so the adapter is saved as it is (peft cannot convert it to LoRA).
+    rewrites_base_on_load: bool = False
     can_merge: bool = True  # False: the evaluator scores the adapter unmerged
     uses_rank: bool = True  # False: the run's rank does not reach the config (FourierFT, C3A)
 
@@ -305,6 +310,30 @@ def _loraga_preprocess(
         # need none); peft's hooks only count calls, which is what they are for.
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
         preprocess_loraga(model, config, train_step=train_step)
+
+
+class KasaOptions(Options):
+    beta: Annotated[float, Field(ge=0, le=1)] = _opt(
+        1e-4, "weight of the L2 penalty on the trained singular values (paper's value)"
+    )
+    gamma: Annotated[float, Field(ge=0, le=1)] = _opt(
+        1e-3, "weight of the orthogonality penalty on A and B (paper's value)"
+    )
+
+
+def _kasa(settings: AdapterSettings, options: Any) -> Any:
+    from peft import KasaConfig
+
+    return _lora(settings, kasa_config=KasaConfig(beta=options.beta, gamma=options.gamma))
+
+
+def _kasa_penalty(model: Any) -> Any:
+    # The paper trains with both regularisers; peft exposes them for the loop to add.
+    return model.base_model._get_kasa_loss()
+
+
+def _below_narrowest(shapes: Any, options: Any) -> Any:
+    return range(1, min(min(s) for s in shapes))  # KaSA keeps at least one singular component
 
 
 # Llama-style names (q/k/v/o, gate/up/down): peft's guideline for which factor is block-diagonal.
@@ -741,6 +770,18 @@ _ENTRIES = [
         options=LoraGaOptions,
         preprocess=_loraga_preprocess,
         rewrites_base=True,
+    ),
+    Technique(
+        "kasa",
+        "LoRA in SVD form with trained singular values, on a base whose r smallest singular "
+        "components are dropped at init (trained with the paper's two regularisers).",
+        "Wang et al. 2024, KaSA: Knowledge-Aware Singular-Value Adaptation of Large Language "
+        "Models, arXiv:2412.06071",
+        _kasa,
+        options=KasaOptions,
+        knob=Knob("rank", _below_narrowest, help="rank of the update; below the narrowest width"),
+        penalty=_kasa_penalty,
+        rewrites_base_on_load=True,
     ),
     Technique(
         "lorafa",

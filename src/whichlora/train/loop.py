@@ -329,6 +329,8 @@ def train_adapter(
             for _ in range(request.grad_accum):
                 batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
                 objective, cross_entropy = batch_losses(model, batch, label_positions_only)
+                if technique.penalty is not None:  # KaSA's regularisers: in the objective only
+                    objective = objective + technique.penalty(model)
                 (objective / request.grad_accum).backward()
                 total_objective += float(objective.detach()) / request.grad_accum
                 total_loss += cross_entropy / request.grad_accum
