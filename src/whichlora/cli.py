@@ -99,33 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", required=True, help="technique every other one is compared to")
     p.add_argument("--source", help="source language (retention) when there is no family column")
     p.add_argument("--seen", default="", help="comma-separated languages seen in training")
-    p.add_argument(
-        "--margin",
-        action="append",
-        default=[],
-        metavar="METRIC=VALUE",
-        help="margin of practical equivalence in the metric's units (repeatable)",
-    )
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=0.05,
-        help="error rate per (family, metric), Holm over the techniques (0.05)",
-    )
-    p.add_argument(
-        "--lower-is-better",
-        action="append",
-        default=[],
-        metavar="METRIC",
-        help="a metric whose lower values are better (repeatable)",
-    )
-    p.add_argument(
-        "--higher-is-better",
-        action="append",
-        default=[],
-        metavar="METRIC",
-        help="a metric whose higher values are better (repeatable)",
-    )
+    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
+                   help="margin of practical equivalence in the metric's units (repeatable)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="error rate per (family, metric), Holm over the techniques (0.05)")
+    p.add_argument("--lower-is-better", action="append", default=[], metavar="METRIC",
+                   help="a metric whose lower values are better (repeatable)")
+    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
+                   help="a metric whose higher values are better (repeatable)")
     p.add_argument("--json", help="write one record per comparison to this JSON file")
     return parser
 
@@ -179,7 +160,12 @@ def _technique_details(name: str) -> None:
                 technique.prepare is not None or technique.preprocess is not None,
             ),
             ("hook after each optimizer step", technique.after_optimizer_step is not None),
+            ("adds its regularisers to the objective", technique.penalty is not None),
             ("rewrites base weights at init", technique.rewrites_base),
+            (
+                "rewrites base weights at init and identically on every load",
+                technique.rewrites_base_on_load,
+            ),
             ("scored unmerged (cannot merge)", not technique.can_merge),
         )
         if on
