@@ -38,3 +38,8 @@ def test_atlas_study_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
         print(units)
         print(store.query("SELECT * FROM metrics WHERE metric LIKE 'atlas%' LIMIT 12"))
         print(store.query("SELECT family, metric, technique, verdict FROM verdicts"))
+        print(store.query("SELECT * FROM units WHERE stage='atlas'"))
+    import pandas as pd
+    print(pd.read_csv(tmp_path / "out" / "report" / "tables" / "atlas.csv").to_string())
+    print((tmp_path / "out" / "report" / "report.md").read_text().split("Transfer atlas")[1][:4000])
+    print(list((tmp_path / "out" / "report" / "tables").iterdir()))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whichlora.data.languages import normalize_language
+from whichlora.data.languages import evaluation_languages, normalize_language
 from whichlora.data.udhr import (
     find_declaration,
     load_declarations,
@@ -40,6 +40,11 @@ class AtlasText:
     @property
     def example_id(self) -> str:
         return f"udhr:{self.article}"
+
+
+def atlas_anchors(study: Any) -> list[str]:
+    """The study's own languages (trained, then evaluated), which an atlas of N lists first."""
+    return list(dict.fromkeys([*study.data.trained_languages, *evaluation_languages(study)]))
 
 
 def _spread(code: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from whichlora.config.study import Study, dump_study, load_study
+from whichlora.data.atlas import atlas_anchors
 from whichlora.errors import WhichloraError
 from whichlora.paths import remove_stale_temp, write_text_atomic
 from whichlora.store import DATABASE, LOCK, RESOLVED, Store, selected
@@ -25,7 +26,6 @@ from whichlora.store.names import RUNS_DIR
 from whichlora.study.keys import (
     TRAIN,
     analysis_key,
-    atlas_anchors,
     evaluation_units,
     planned_units,
 )

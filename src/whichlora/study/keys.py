@@ -24,6 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from whichlora.config.study import Study
+from whichlora.data.atlas import atlas_anchors
 from whichlora.data.languages import evaluation_languages
 from whichlora.store import BASE
 from whichlora.study.plan import RunSpec
@@ -138,11 +139,6 @@ def harness_key(study: Study, run: RunSpec | None, task: str) -> str:
             "limit": spec.harness_limit,
         }
     )
-
-
-def atlas_anchors(study: Study) -> list[str]:
-    """The study's own languages, which an atlas of N languages lists first."""
-    return list(dict.fromkeys([*study.data.trained_languages, *_languages(study)]))
 
 
 def atlas_key(study: Study, run: RunSpec | None) -> str:
