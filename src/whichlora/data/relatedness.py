@@ -101,18 +101,25 @@ def angular_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _family(uriel: Any, codes: Sequence[str]) -> list[tuple[str, str]]:
-    """(family, genus) per code: the language's two largest family-tree nodes ('' unknown)."""
-    data = np.asarray(uriel.data[0][:, :, 0], dtype=float)
-    sizes = (data > 0).sum(axis=0)
+@lru_cache(maxsize=1)
+def _tree() -> tuple[np.ndarray, np.ndarray, dict[str, int], list[str]]:
+    """URIEL+'s family-tree memberships (languages x nodes), node sizes, index and names."""
+    uriel = _uriel()
+    data = np.asarray(uriel.data[0][:, :, 0], dtype=float) > 0
     langs = {str(code): i for i, code in enumerate(uriel.langs[0])}
     names = [str(f).removeprefix("F_") for f in uriel.feats[0]]
+    return data, data.sum(axis=0), langs, names
+
+
+def _family(codes: Sequence[str]) -> list[tuple[str, str]]:
+    """(family, genus) per code: the language's two largest family-tree nodes ('' unknown)."""
+    data, sizes, langs, names = _tree()
     out = []
     for code in codes:
         if code not in langs:
             out.append(("", ""))
             continue
-        nodes = sorted(np.flatnonzero(data[langs[code]] > 0), key=lambda k: (-sizes[k], names[k]))
+        nodes = sorted(np.flatnonzero(data[langs[code]]), key=lambda k: (-sizes[k], names[k]))
         out.append((names[nodes[0]] if nodes else "", names[nodes[1]] if len(nodes) > 1 else ""))
     return out
 
@@ -165,7 +172,7 @@ def relatedness(
             per_kind[kind] = angular_distances(
                 _vectors(uriel, kind, u_codes), _vectors(uriel, kind, t_codes)
             )
-        families = _family(uriel, u_codes)
+        families = _family(u_codes)
     else:
         families = [("", "")] * len(codes)
     rows = []
