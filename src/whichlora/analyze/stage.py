@@ -322,6 +322,7 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     from whichlora.analyze.significance import SCORE_COLUMNS
     from whichlora.analyze.verdict_rows import metric_direction
     from whichlora.data.languages import evaluation_languages
+    from whichlora.evaluate.atlas import ATLAS_PREFIX
 
     if not run_ids:
         return pd.DataFrame(columns=list(SCORE_COLUMNS))
@@ -334,7 +335,10 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     )
     frame = pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
     current = frame["language"].isin(evaluation_languages(ctx.study))
-    frame = frame[current | frame["metric"].str.startswith("harness:")]
+    # The atlas unit is one per model, cleared whole when redone: what it holds is current.
+    atlas = frame["metric"].str.startswith(ATLAS_PREFIX) & (ctx.study.evaluation.atlas is not None)
+    frame = frame[(current & ~frame["metric"].str.startswith(ATLAS_PREFIX)) | atlas
+                  | frame["metric"].str.startswith("harness:")]
     # Metrics with a known direction: the suite's own and lm-eval's (harness:<task>:<metric>).
     known = [m for m in frame["metric"].unique() if metric_direction(str(m)) is not None]
     frame = frame[frame["metric"].isin(known)]

@@ -58,6 +58,10 @@ DEFAULT_MARGINS: dict[str, float] = {
     "mc_acc_norm": 0.01,
     "chrf": 1.0,
     "fidelity": 0.02,
+    # the transfer atlas: 0.02 nats/token as for nll; per byte about a quarter of it (a token
+    # of these models is about 4 bytes of Latin-script text)
+    "atlas_nll_token": 0.02,
+    "atlas_nll_byte": 0.005,
 }
 HARNESS_ACC_MARGIN = 0.01
 VERDICT_COLUMNS = [
@@ -68,7 +72,8 @@ VERDICT_COLUMNS = [
     "aso_epsilon",
 ]  # fmt: skip
 _KNOWN_DIRECTION = {"nll": False, "mc_acc": True, "mc_acc_norm": True, "chrf": True,
-                    "fidelity": True}  # fmt: skip
+                    "fidelity": True, "atlas_nll_token": False,
+                    "atlas_nll_byte": False}  # fmt: skip
 
 
 @dataclass(frozen=True)

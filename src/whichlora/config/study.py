@@ -226,6 +226,40 @@ class TrainingSpec(Strict):
         return names
 
 
+ATLAS_ARTICLES = 30  # the UDHR's articles (data/udhr.py ARTICLES; config sits below data)
+
+
+class AtlasSpec(Strict):
+    """The transfer atlas: language-modelling NLL of the UDHR in hundreds of languages."""
+
+    source: Literal["udhr"] = Field("udhr", description="parallel text scored (udhr only)")
+    languages: Literal["all"] | Annotated[int, Field(ge=1)] | list[str] = Field(
+        "all",
+        description="'all' (every complete UDHR translation, 436), N (the study's own "
+        "languages first, then a fixed pseudo-random sample), or a list of codes",
+    )
+    articles: int = Field(3, description="articles 1..K of the declaration, per language")
+
+    @field_validator("articles")
+    @classmethod
+    def _articles(cls, articles: int) -> int:
+        if not 1 <= articles <= ATLAS_ARTICLES:
+            raise ValueError(
+                f"articles must be between 1 and {ATLAS_ARTICLES} (the UDHR has "
+                f"{ATLAS_ARTICLES} articles), not {articles}"
+            )
+        return articles
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, languages: Any) -> Any:
+        if isinstance(languages, list) and (
+            not languages or len(set(languages)) != len(languages)
+        ):
+            raise ValueError("languages must be 'all', a count, or a non-empty list of codes")
+        return languages
+
+
 class EvaluationSpec(Strict):
     languages: list[str] | None = Field(None, description="default: every bundled language")
     source_language: str = "en"
@@ -248,6 +282,11 @@ class EvaluationSpec(Strict):
         None, description="folder of your own lm-eval YAML tasks"
     )
     harness_limit: Annotated[int, Field(ge=1)] | None = None
+    atlas: AtlasSpec | None = Field(
+        None,
+        description="transfer atlas over UDHR languages, e.g. {languages: 100, articles: 1}; "
+        "off by default",
+    )
 
 
 class AnalysisSpec(Strict):

@@ -134,6 +134,11 @@ def _max_length(model: CausalLM, tokenizer: Tokenizer) -> int:
     return _DEFAULT_MAX_LENGTH
 
 
+def context_window(model: CausalLM, tokenizer: Tokenizer) -> int:
+    """The most tokens one request may hold (context plus continuation, less one)."""
+    return _max_length(model, tokenizer)
+
+
 def _truncate(request: TokenRequest, max_length: int, index: int) -> TokenRequest:
     """Drop context tokens from the left exactly as HFLM does when a request is too long."""
     context, continuation = request
@@ -343,15 +348,18 @@ def _score_tokens(
     requests: Sequence[TokenRequest],
     batch_size: int,
     on_done: Callable[[list[int]], None] | None = None,
+    pack: bool = True,
 ) -> list[tuple[float, bool]]:
-    """Loglikelihood and greediness of every (context tokens, continuation tokens) request."""
+    """Loglikelihood and greediness of every (context tokens, continuation tokens) request;
+    `pack=False` gives each request its own row (long texts that only share a BOS: packing them
+    would make one row as long as all of them, and attention quadratic in it)."""
     _check_batch_size(batch_size)
     max_length = _max_length(model, tokenizer)
     requests = [_truncate(req, max_length, i) for i, req in enumerate(requests)]
     plan = _Plan(
         _pad_id(tokenizer), _can_pack(model), accepts_logits_to_keep(model), _model_dtype(model)
     )
-    rows = _build_rows(requests, per_row=batch_size if plan.packed else 1)
+    rows = _build_rows(requests, per_row=batch_size if plan.packed and pack else 1)
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     with _eval_mode(model):
         for batch in _batches(rows, batch_size):
@@ -461,6 +469,7 @@ def response_nll(
     pairs: list[tuple[str, str]],
     batch_size: int = 16,
     progress: Progress | None = None,
+    pack: bool = True,
 ) -> list[tuple[float, int]]:
     """(summed NLL in nats, token count) of each response given its already-formatted prompt.
 
@@ -477,7 +486,7 @@ def response_nll(
             tokens.append((encoder.encode_prompt(prompt), response_ids))
             kept.append(i)
     on_done = _count_progress(progress)
-    scored = _score_tokens(model, tokenizer, tokens, batch_size, on_done)
+    scored = _score_tokens(model, tokenizer, tokens, batch_size, on_done, pack)
     results = [(0.0, 0)] * len(pairs)
     for i, (loglik, _), (_, response_ids) in zip(kept, scored, tokens, strict=True):
         results[i] = (-loglik, len(response_ids))

@@ -20,6 +20,8 @@ HIGHER_IS_BETTER = {
     "nll": False,
     "chrf": True,
     "fidelity": True,
+    "atlas_nll_token": False,  # the transfer atlas (evaluate/atlas.py)
+    "atlas_nll_byte": False,
 }
 
 

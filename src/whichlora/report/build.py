@@ -18,6 +18,7 @@ import pandas as pd
 
 import whichlora
 from whichlora.paths import atomic_directory
+from whichlora.report.atlas import atlas_section
 from whichlora.report.deltas import delta_table, tradeoff_points
 from whichlora.report.details import cost_section, layers_section, training_section
 from whichlora.report.document import Document, Section
@@ -81,10 +82,13 @@ def assemble(inputs: ReportInputs) -> Document:
         ),
         ("Trade-off", "tradeoff", lambda: tradeoff_section(inputs, points())),
         ("Ranking", "ranking", lambda: ranking_section(inputs)),
+        ("Transfer atlas", "atlas", lambda: atlas_section(inputs, doc)),
         ("Inside the model", "layers", lambda: layers_section(inputs, doc)),
         ("Cost", "cost", lambda: cost_section(inputs)),
         ("Training and reproducibility", "training", lambda: training_section(inputs)),
     ]
+    if inputs.study.evaluation.atlas is None:  # no section for a study that asks for none
+        builders = [b for b in builders if b[1] != "atlas"]
     doc.sections = [_guarded(title, anchor, build) for title, anchor, build in builders]
     return doc
 

@@ -7,6 +7,7 @@ import platform
 
 import pandas as pd
 
+from whichlora.report.atlas import atlas_cost_table
 from whichlora.report.document import (
     Code,
     Document,
@@ -108,6 +109,9 @@ def cost_section(inputs: ReportInputs) -> Section:
         section.note("No cost records yet: they are written when a run finishes training.")
     else:
         section.blocks.append(table)
+    atlas = atlas_cost_table(inputs)
+    if atlas is not None:
+        section.blocks.append(atlas)
     return section
 
 

@@ -15,10 +15,13 @@ import pandas as pd
 
 from whichlora.config.study import Study
 from whichlora.data.languages import evaluation_languages
+from whichlora.evaluate.atlas import ATLAS_PREFIX
+from whichlora.evaluate.atlas import TOKENS as ATLAS_TOKENS
 from whichlora.report.style import Palette
 from whichlora.store import BASE, RESOLVED, Store, selected
 
 RUN_COLUMNS = ["run_id", "technique", "label", "seed", "learning_rate"]
+ATLAS_STAGE = "atlas"  # the atlas unit's stage name (study/keys.py ATLAS; the report sits below)
 
 
 @dataclass
@@ -44,6 +47,8 @@ class ReportInputs:
     resamples: int
     alpha: float
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, metric, technique, ...
+    atlas: pd.DataFrame = field(default_factory=pd.DataFrame)  # atlas examples, every language
+    atlas_cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, seconds, tokens
 
     @property
     def targets(self) -> list[str]:
@@ -108,6 +113,18 @@ def _languages(study: Study, metrics: pd.DataFrame) -> tuple[str, list[str], lis
     return source, seen, unseen
 
 
+def _atlas_cost(store: Store, metrics: pd.DataFrame, keep: set[str]) -> pd.DataFrame:
+    """Seconds and tokens of each model's atlas unit (the cost section's atlas table)."""
+    columns = ["run_id", "seconds", "tokens"]
+    units = store.frame("units")
+    units = units[(units["stage"] == ATLAS_STAGE) & units["run_id"].isin(keep)]
+    if units.empty or metrics.empty:
+        return pd.DataFrame(columns=columns)
+    tokens = metrics[metrics["metric"] == ATLAS_TOKENS].groupby("run_id")["value"].sum()
+    frame = units[["run_id", "seconds"]].assign(tokens=units["run_id"].map(tokens))
+    return frame[columns].reset_index(drop=True)
+
+
 def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]) -> ReportInputs:
     """What the report reads: `store` holds the results, `study` is the resolved study, `runs`
     its planned runs (objects with run_id, technique, label, seed, learning_rate, sweep).
@@ -124,11 +141,15 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         frame = frame[frame["run_id"].isin(keep)]
         if split is not None:
             frame = frame[frame["split"] == split]
+            atlas = frame["metric"].str.startswith(ATLAS_PREFIX)
+            atlas_rows[name] = frame[atlas] if study.evaluation.atlas is not None else frame[:0]
+            frame = frame[~atlas]  # the atlas has its own section (report/atlas.py)
             # languages dropped from the study stay in the store until gc, not in the report
             harness = frame["metric"].str.startswith("harness:")
             frame = frame[frame["language"].isin(languages) | harness]
         return frame.reset_index(drop=True)
 
+    atlas_rows: dict[str, pd.DataFrame] = {}
     metrics, examples = table("metrics", "test"), table("examples", "test")
     training, costs = table("training"), table("costs")
     with_data = set(metrics["run_id"]) | set(training["run_id"]) | set(costs["run_id"])
@@ -161,6 +182,8 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         palette=Palette(order),
         resamples=study.analysis.bootstrap_resamples,
         alpha=study.analysis.alpha,
+        atlas=atlas_rows["examples"].reset_index(drop=True),
+        atlas_cost=_atlas_cost(store, atlas_rows["metrics"], keep),
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
     return inputs

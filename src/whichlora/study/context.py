@@ -18,11 +18,17 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from whichlora.config.study import Study, dump_study, load_study
+from whichlora.data.atlas import atlas_anchors
 from whichlora.errors import WhichloraError
 from whichlora.paths import remove_stale_temp, write_text_atomic
 from whichlora.store import DATABASE, LOCK, RESOLVED, Store, selected
 from whichlora.store.names import RUNS_DIR
-from whichlora.study.keys import TRAIN, analysis_key, evaluation_units, planned_units
+from whichlora.study.keys import (
+    TRAIN,
+    analysis_key,
+    evaluation_units,
+    planned_units,
+)
 from whichlora.study.plan import RunSpec, plan_study
 
 LENGTH_SAMPLE = 256  # training examples encoded up front to check that responses survive
@@ -81,6 +87,16 @@ class StudyContext:
             self.cache["train"] = train
             self.cache["evalset"] = evaluation_set(self.study, validation)
         return self.cache["train"], self.cache["evalset"]
+
+    def atlas_texts(self) -> list[Any]:
+        """The transfer atlas's articles (evaluation.atlas), read once per process."""
+        if "atlas" not in self.cache:
+            from whichlora.data.atlas import atlas_texts
+
+            spec = self.study.evaluation.atlas
+            anchors = atlas_anchors(self.study)
+            self.cache["atlas"] = [] if spec is None else atlas_texts(spec, anchors)
+        return self.cache["atlas"]
 
     def close(self) -> None:
         self.store.close()
@@ -219,6 +235,7 @@ def _check_data(study: Study, where: Path) -> dict[str, Any]:
                 "correct the evaluation settings or the files they name.",
             )
         ) from None
+    atlas = _check_atlas(study, where)
     spec = study.analysis
     try:
         load_parallel(spec.parallel, evaluation_languages(study), spec.sentences_per_language)
@@ -229,7 +246,22 @@ def _check_data(study: Study, where: Path) -> dict[str, Any]:
                 "set analysis.parallel to builtin:sentences or list other evaluation languages.",
             )
         ) from None
-    return {"train": train, "evalset": evalset}
+    cache: dict[str, Any] = {"train": train, "evalset": evalset}
+    if atlas is not None:
+        cache["atlas"] = atlas
+    return cache
+
+
+def _check_atlas(study: Study, where: Path) -> list[Any] | None:
+    """The atlas's languages and articles exist (and the UDHR is fetched), before anything runs."""
+    from whichlora.data.atlas import atlas_texts
+
+    if study.evaluation.atlas is None:
+        return None
+    try:
+        return atlas_texts(study.evaluation.atlas, atlas_anchors(study))
+    except WhichloraError as exc:
+        raise WhichloraError(f"Study file {where}, key 'evaluation.atlas': {exc}") from None
 
 
 def _check_lengths(study: Study, train: list[Any], where: Path) -> None:

@@ -24,11 +24,19 @@ from dataclasses import asdict
 from typing import Any
 
 from whichlora.config.study import Study
+from whichlora.data.atlas import atlas_anchors
 from whichlora.data.languages import evaluation_languages
 from whichlora.store import BASE
 from whichlora.study.plan import RunSpec
 
-VERSION = {"train": 1, "evaluate": 1, "validate": 1, "harness": 1, "analyze": 1}
+VERSION = {
+    "train": 1,
+    "evaluate": 1,
+    "validate": 1,
+    "harness": 1,
+    "analyze": 1,
+    "atlas": 1,
+}
 
 # TrainRequest fields that never change a trained adapter (the model's identity is in model_key).
 NOT_IN_TRAIN_KEY = frozenset(
@@ -49,6 +57,7 @@ EVALUATE = "evaluate"  # stage prefix of the built-in suite's units: "evaluate:<
 HARNESS = "harness"  # stage prefix of one lm-eval task's units: "harness:<task>"
 VALIDATE = "validate"
 TRAIN = "train"
+ATLAS = "atlas"  # one unit per model: the transfer atlas (evaluation.atlas), when asked for
 
 
 def digest(payload: Any) -> str:
@@ -132,6 +141,26 @@ def harness_key(study: Study, run: RunSpec | None, task: str) -> str:
     )
 
 
+def atlas_key(study: Study, run: RunSpec | None) -> str:
+    """The atlas's texts follow from its spec and the pinned UDHR (data/atlas.py); a count of
+    languages also from the study's languages, which come first."""
+    from whichlora.data.udhr import UDHR_VERSION
+
+    spec = study.evaluation.atlas
+    assert spec is not None
+    texts: dict[str, Any] = {**spec.model_dump(mode="json"), "udhr": UDHR_VERSION}
+    if isinstance(spec.languages, int):
+        texts["anchors"] = atlas_anchors(study)
+    return digest(
+        {
+            "unit": ATLAS,
+            "version": VERSION[ATLAS],
+            "model": scored_model_key(study, run),
+            "texts": texts,
+        }
+    )
+
+
 def validate_key(study: Study, run: RunSpec) -> str:
     return digest(
         {
@@ -145,10 +174,12 @@ def validate_key(study: Study, run: RunSpec) -> str:
 
 def evaluation_units(study: Study, run: RunSpec | None) -> dict[str, str]:
     """Test-split units of one model (None: the base): stage -> key, one per evaluation language
-    of the built-in suite and one per harness task."""
+    of the built-in suite, one per harness task, and the atlas when the study asks for one."""
     units = {f"{EVALUATE}:{lang}": evaluate_key(study, run, lang) for lang in _languages(study)}
     for task in study.evaluation.harness_tasks:
         units[f"{HARNESS}:{task}"] = harness_key(study, run, task)
+    if study.evaluation.atlas is not None:  # absent by default: existing keys never change
+        units[ATLAS] = atlas_key(study, run)
     return units
 
 

@@ -25,7 +25,7 @@ from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
 from whichlora.study.executors import get_executor
-from whichlora.study.keys import HARNESS, TRAIN, VALIDATE
+from whichlora.study.keys import ATLAS, HARNESS, TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
 from whichlora.study.units import progress_bar, unit_rows
 
@@ -92,6 +92,14 @@ def _score_unit(
         result = evaluate_validation(
             model, tokenizer, evalset.validation, run_id, batch_size=spec.batch_size
         )
+        return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
+    if kind == ATLAS:
+        from whichlora.evaluate.atlas import score_atlas
+
+        result, tokens = score_atlas(
+            model, tokenizer, ctx.atlas_texts(), run_id, batch_size=spec.batch_size
+        )
+        log.info("atlas of %s: %d tokens scored", run_id, tokens)
         return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
     if kind == HARNESS:
         from whichlora.evaluate.harness import run_harness

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from whichlora.evaluate.atlas import ATLAS_PREFIX
 from whichlora.paths import write_text_atomic
 from whichlora.study.context import StudyContext
-from whichlora.study.keys import EVALUATE, HARNESS, TRAIN, VALIDATE
+from whichlora.study.keys import ATLAS, EVALUATE, HARNESS, TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
 
 log = logging.getLogger("whichlora")
@@ -170,8 +171,14 @@ def unit_rows(run_id: str, stage: str) -> list[tuple[str, str, tuple[Any, ...]]]
         prefix = f"{HARNESS}:{name}:"
         where = "run_id=? AND split='test' AND substr(metric, 1, ?)=?"
         return [(t, where, (run_id, len(prefix), prefix)) for t in ("metrics", "examples")]
+    if kind == ATLAS:
+        where = f"run_id=? AND split='test' AND substr(metric, 1, {len(ATLAS_PREFIX)})=?"
+        return [(t, where, (run_id, ATLAS_PREFIX)) for t in ("metrics", "examples")]
     if kind == EVALUATE and name:
-        where = "run_id=? AND split='test' AND language=? AND substr(metric, 1, 8)!='harness:'"
+        where = (
+            "run_id=? AND split='test' AND language=? AND substr(metric, 1, 8)!='harness:' "
+            f"AND substr(metric, 1, {len(ATLAS_PREFIX)})!='{ATLAS_PREFIX}'"
+        )
         rows = [(t, where, (run_id, name)) for t in ("metrics", "examples")]
         return [*rows, ("generations", "run_id=? AND language=?", (run_id, name))]
     return []
