@@ -183,6 +183,17 @@ class TrainingSpec(Strict):
     response_only_loss: bool = True
     seeds: list[int] = Field(default_factory=lambda: [0])
     threads: Annotated[int, Field(ge=1)] | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="compute dtype of the forward (autocast; adapter weights and optimizer "
+        "state stay float32, fp16 scales the loss); 'auto': bf16 on a CUDA GPU that has it, "
+        "fp32 on CPU",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute activations in backward: much less memory for long sequences, "
+        "about a third more compute, same results (not in any key)",
+    )
     checkpoint_every: int | Literal["auto"] | None = Field(
         "auto",
         description="save a resumable checkpoint every N optimizer steps; 'auto': every ~5 "
