@@ -194,6 +194,11 @@ class TrainingSpec(Strict):
         description="recompute activations in backward: much less memory for long sequences, "
         "about a third more compute, same results (not in any key)",
     )
+    processes: Annotated[int, Field(ge=1)] = Field(
+        1,
+        description="train each run as N data-parallel processes on this machine (accelerate "
+        "DDP: one per GPU, or gloo on CPU); global batch = batch_size x grad_accum x processes",
+    )
     checkpoint_every: int | Literal["auto"] | None = Field(
         "auto",
         description="save a resumable checkpoint every N optimizer steps; 'auto': every ~5 "
@@ -329,6 +334,11 @@ class Study(Strict):
         if dupes:
             raise ValueError(
                 f"techniques: duplicate run labels {dupes}; give each a distinct `label`"
+            )
+        if self.training.processes > 1 and self.model.device_map:
+            raise ValueError(
+                "training.processes > 1 puts a whole copy of the model in each process, "
+                "model.device_map splits one copy across GPUs: use one of them"
             )
         if (
             self.budget.rank is None

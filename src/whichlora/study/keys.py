@@ -48,7 +48,11 @@ NOT_IN_TRAIN_KEY = frozenset(
 )
 # Fields added after studies were run, keyed only when they differ from the value every earlier
 # run had, so a finished study keeps its keys (e.g. precision "auto" resolves to fp32 on CPU).
-KEYED_UNLESS_DEFAULT = {"precision": DEFAULT_PRECISION}
+KEYED_UNLESS_DEFAULT = {"precision": DEFAULT_PRECISION, "processes": 1}
+# Since the loss of a step is normalised by the labelled tokens of its whole global batch, a run
+# with several micro-batches per step weighs them by their tokens, not equally: its result
+# changed, so its key says so. A one-micro-batch step is unchanged to the bit, and so is its key.
+TOKEN_WEIGHTED = {"loss": "labelled tokens of the global batch"}
 
 EVALUATE = "evaluate"  # stage prefix of the built-in suite's units: "evaluate:<language>"
 HARNESS = "harness"  # stage prefix of one lm-eval task's units: "harness:<task>"
@@ -88,6 +92,8 @@ def train_key(study: Study, run: RunSpec) -> str:
         if k not in NOT_IN_TRAIN_KEY
         and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])
     }
+    if run.request.grad_accum > 1:
+        request.update(TOKEN_WEIGHTED)
     return digest(
         {
             "unit": TRAIN,

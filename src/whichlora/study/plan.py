@@ -76,6 +76,7 @@ def train_request(
             training.precision, study.model.device, study.executor.gpus_per_run
         ),
         gradient_checkpointing=training.gradient_checkpointing,
+        processes=training.processes,
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
         report_to=tuple(training.report_to),
         run_name=f"{study.name}/{run_id}" if run_id else study.name,

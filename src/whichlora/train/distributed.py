@@ -1,0 +1,202 @@
+"""One run over N data-parallel processes, through accelerate (gloo on CPU, NCCL on GPU).
+
+`training.processes: N` starts N processes on this machine; each loads the base, builds the same
+adapter (same seed) and trains it on its share of every global batch; accelerate's `Accelerator`
+wraps the model in torch's DistributedDataParallel, which averages the gradients in backward.
+Nothing here is a training engine of its own: this module only starts the processes, splits each
+batch and sums a few numbers across them.
+
+The same run on one process with `batch_size x N` sees the same global batches (the stream is
+drawn at the global size and split), and its loss is normalised the same way: by the labelled
+tokens of the whole global batch, summed over the processes (see `World.token_weight`), so a
+process holding short sequences does not weigh more. Loss curve and adapter then agree with the
+one-process run up to float rounding (tested with two gloo processes). With dropout, each
+process draws its own masks, so a dropout run agrees only in distribution.
+
+Sharding the model or the optimizer state (FSDP, DeepSpeed ZeRO) is accelerate's job, not ours:
+see docs/scaling.md for the configs a user may pass to `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from whichlora.errors import WhichloraError
+
+
+@dataclass
+class World:
+    """This process's place among the run's processes; the single-process world does nothing."""
+
+    rank: int = 0
+    size: int = 1
+    accelerator: Any = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: str) -> str:
+        return requested if self.accelerator is None else str(self.accelerator.device)
+
+    def wrap(self, model: Any) -> Any:
+        """The model the forward runs through: DDP under accelerate, the model itself alone."""
+        if self.accelerator is None:
+            return model
+        return self.accelerator.prepare_model(model, device_placement=False)
+
+    def no_sync(self, model: Any, last: bool) -> AbstractContextManager[Any]:
+        """Skip DDP's gradient all-reduce on every micro-batch but the step's last."""
+        if self.accelerator is None or last:
+            return nullcontext()
+        return self.accelerator.no_sync(model)
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the processes (the values themselves alone)."""
+        if self.accelerator is None:
+            return values
+        import torch
+
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(tensor, reduction="sum").tolist()
+
+    def shard(self, batch: list[Any]) -> tuple[list[Any], bool]:
+        """This process's contiguous share of a global batch (neighbours in length: little
+        padding). A share left empty by a short last batch borrows one example at weight 0, so
+        the process still takes part in the gradient all-reduce; the flag says so."""
+        if self.size == 1:
+            return batch, True
+        per = -(-len(batch) // self.size)
+        share = batch[self.rank * per : (self.rank + 1) * per]
+        return (share, True) if share else (batch[:1], False)
+
+    def token_weight(self, local_tokens: int, global_tokens: int) -> float:
+        """Factor on a micro-batch's mean loss so that, after DDP averages the gradients over
+        the processes, the step minimises the sum of token losses over the global batch divided
+        by its labelled tokens. Alone, with one micro-batch per step, it is exactly 1.0."""
+        return self.size * local_tokens / global_tokens
+
+
+SINGLE = World()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_method() -> str:
+    """fork when CUDA is untouched in this process (fast: nothing is imported again); spawn once
+    it is initialised, which a forked child cannot use."""
+    import torch
+
+    return "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+
+
+def check_processes(request: Any) -> None:
+    """Refuse what N processes cannot do, before any is started."""
+    import torch
+
+    if request.device_map:
+        raise WhichloraError(
+            "training.processes > 1 replicates the model in each process; model.device_map "
+            "splits one copy across GPUs. Fix: use one of them (remove model.device_map)."
+        )
+    on_gpu = request.device.startswith("cuda") or (
+        request.device == "auto" and torch.cuda.is_available()
+    )
+    if on_gpu and torch.cuda.device_count() < request.processes:
+        raise WhichloraError(
+            f"training.processes is {request.processes} but {torch.cuda.device_count()} CUDA "
+            "GPUs are visible. Fix: lower training.processes to the GPU count or make the GPUs "
+            "visible (CUDA_VISIBLE_DEVICES)."
+        )
+
+
+def train_in_processes(
+    request: Any,
+    records: list[Any],
+    out_dir: Path,
+    on_step: Callable[[int, float], None] | None,
+) -> dict[str, Any]:
+    """Run `train_adapter` as `request.processes` processes; process 0 writes the adapter and the
+    log (atomically, as alone) and reports each step here, where `on_step` is called."""
+    import torch.multiprocessing as mp
+
+    check_processes(request)
+    method = _start_method()
+    context = mp.get_context(method)
+    steps = context.SimpleQueue()
+    relay = threading.Thread(target=_relay, args=(steps, on_step), daemon=True)
+    relay.start()
+    try:
+        mp.start_processes(
+            _worker,
+            args=(request, records, str(out_dir), _free_port(), steps),
+            nprocs=request.processes,
+            start_method=method,
+        )
+    except mp.ProcessRaisedException as exc:
+        raise _as_own_error(exc) from None
+    finally:
+        steps.put(None)
+        relay.join()
+    from whichlora.train.loop import LOG_FILE
+
+    return json.loads((out_dir / LOG_FILE).read_text(encoding="utf-8"))
+
+
+def _relay(steps: Any, on_step: Callable[[int, float], None] | None) -> None:
+    for item in iter(steps.get, None):
+        if on_step is not None:
+            on_step(*item)
+
+
+def _worker(
+    rank: int, request: Any, records: list[Any], out_dir: str, port: int, steps: Any
+) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(request.processes),
+        LOCAL_WORLD_SIZE=str(request.processes),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    from accelerate import Accelerator
+
+    from whichlora.train.loop import train_adapter
+
+    accelerator = Accelerator(cpu=request.device == "cpu")
+    world = World(rank=rank, size=request.processes, accelerator=accelerator)
+    report = (lambda step, loss: steps.put((step, loss))) if world.main else None
+    try:
+        train_adapter(request, records, Path(out_dir), on_step=report, world=world)
+    finally:
+        accelerator.end_training()
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _as_own_error(exc: Exception) -> Exception:
+    """A worker's failure as the error the one-process run would raise (its last line kept)."""
+    from whichlora.train.loop import TrainingDiverged
+
+    text = str(exc)
+    last = text.strip().splitlines()[-1] if text.strip() else text
+    for kind in (TrainingDiverged, WhichloraError):
+        prefix = f"{kind.__module__}.{kind.__name__}: "
+        if prefix in last or last.startswith(f"{kind.__name__}: "):
+            return kind(last.split(": ", 1)[1])
+    return RuntimeError(f"a training process failed: {last}")

@@ -1,0 +1,93 @@
+"""One run over two gloo processes (accelerate DDP) against the same run in one process.
+
+Two processes with batch_size B see the global batches one process with 2B sees, and the loss of
+each step is normalised by the labelled tokens of the whole global batch, so the loss curve and
+the adapter agree up to float rounding. Dropout is off: each process draws its own masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from whichlora.data.records import Record
+from whichlora.train.loop import train_adapter
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def compare(
+    tmp_path: Path, records: list[Record], tiny_request: Any, technique: str, grad_accum: int
+) -> None:
+    common = {"steps": 3, "dropout": 0.0, "device": "cpu", "threads": 1, "grad_accum": grad_accum}
+    one = train_adapter(tiny_request(technique, batch_size=4, **common), records, tmp_path / "one")
+    seen: list[tuple[int, float]] = []
+    two = train_adapter(
+        tiny_request(technique, batch_size=2, processes=2, **common),
+        records,
+        tmp_path / "two",
+        on_step=lambda step, loss: seen.append((step, loss)),
+    )
+    assert two["summary"]["processes"] == 2 and two["summary"]["global_batch"] == 4 * grad_accum
+    assert seen == [(s["step"], s["loss"]) for s in two["steps"]]  # progress from process 0
+    for a, b in zip(one["steps"], two["steps"], strict=True):
+        assert b["tokens"] == a["tokens"]  # the same global batches
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["objective"] == pytest.approx(a["objective"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    weights_one = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    weights_two = load_file(tmp_path / "two" / "adapter" / "adapter_model.safetensors")
+    assert weights_one.keys() == weights_two.keys() and weights_one
+    for key, tensor in weights_one.items():
+        torch.testing.assert_close(weights_two[key], tensor, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_two_processes_train_what_one_process_trains_on_the_same_global_batch(
+    tmp_path: Path, records: list[Record], tiny_request: Any
+) -> None:
+    """Per-process mean losses would differ here: the two halves of a batch hold different
+    numbers of labelled tokens."""
+    compare(tmp_path, records, tiny_request, "lora", grad_accum=1)
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "technique",
+    ["adalora", *(pytest.param(t, marks=SLOW) for t in ("loraplus", "pissa", "dora"))],
+)
+def test_two_processes_with_hooks_own_optimizers_and_micro_batches(
+    technique: str, tmp_path: Path, records: list[Record], tiny_request: Any
+) -> None:
+    """AdaLoRA reallocates ranks from gradients DDP has already averaged, LoRA+ brings its own
+    optimizer, PiSSA rewrites the base at init; two micro-batches per step weigh by tokens."""
+    compare(tmp_path, records, tiny_request, technique, grad_accum=2)
+
+
+def test_processes_are_keyed_and_refuse_a_device_map(tiny_model_dir: Path) -> None:
+    from whichlora.config.study import parse_study
+    from whichlora.errors import WhichloraError
+    from whichlora.study.keys import train_key
+    from whichlora.study.plan import plan_study
+
+    def key(**training: Any) -> str:
+        study = parse_study(
+            {"model": str(tiny_model_dir), "techniques": ["lora"], "training": training}
+        )
+        return train_key(study, plan_study(study)[0])
+
+    assert key(processes=1) == key()  # the default leaves the key of earlier runs alone
+    assert key(processes=2) != key()  # another global batch: another result
+    with pytest.raises(WhichloraError, match=r"training.processes > 1.*device_map"):
+        parse_study(
+            {
+                "model": {"id": str(tiny_model_dir), "device_map": "auto"},
+                "techniques": ["lora"],
+                "training": {"processes": 2},
+            }
+        )
