@@ -344,7 +344,7 @@ def train_adapter(
 
         steps: list[dict[str, Any]] = []
         first, wall_before = 0, 0.0
-        resumed = checkpoints.restore(model, optimizer, scheduler)  # last: it sets the RNGs
+        resumed = checkpoints.restore(model, optimizer, scheduler, scaler)  # last: sets RNGs
         if resumed is not None:
             first, wall_before, steps = resumed.step, resumed.wall_seconds, resumed.rows
             for _ in range(first * request.grad_accum):  # the data order goes on where it was
@@ -420,7 +420,7 @@ def train_adapter(
             attempt = time.perf_counter() - started
             if world.main and checkpoints.due(step + 1, attempt):
                 checkpoints.save(
-                    step + 1, model, optimizer, scheduler, steps, wall_before + attempt
+                    step + 1, model, optimizer, scheduler, steps, wall_before + attempt, scaler
                 )
             tracking.log(steps[-1])  # a no-op outside the first process
             if on_step is not None:
