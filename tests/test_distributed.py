@@ -91,3 +91,14 @@ def test_processes_are_keyed_and_refuse_a_device_map(tiny_model_dir: Path) -> No
                 "training": {"processes": 2},
             }
         )
+
+
+def test_a_user_error_in_the_processes_is_the_same_clear_error(
+    tmp_path: Path, records: list[Record], tiny_request: Any
+) -> None:
+    from whichlora.errors import WhichloraError
+
+    request = tiny_request("lora", processes=2, device="cpu", threads=1, max_length=4)
+    with pytest.raises(WhichloraError, match=r"^No training example has a response left"):
+        train_adapter(request, records, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

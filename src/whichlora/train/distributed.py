@@ -177,6 +177,14 @@ def _worker(
     from whichlora.train.loop import train_adapter
 
     accelerator = Accelerator(cpu=request.device == "cpu")
+    sharded = accelerator.distributed_type.name in {"FSDP", "DEEPSPEED", "MEGATRON_LM"}
+    if sharded:  # an accelerate config in the environment (ACCELERATE_USE_FSDP=true, ...)
+        raise WhichloraError(
+            f"The environment asks accelerate for {accelerator.distributed_type.name}; "
+            "training.processes runs plain data parallelism (DDP) and does not shard. Fix: "
+            "unset the ACCELERATE_USE_* variables, or see docs/scaling.md for models that do "
+            "not fit one GPU."
+        )
     world = World(rank=rank, size=request.processes, accelerator=accelerator)
     report = (lambda step, loss: steps.put((step, loss))) if world.main else None
     try:
