@@ -2,7 +2,7 @@
 
 Two processes with batch_size B see the global batches one process with 2B sees, and the loss of
 each step is normalised by the labelled tokens of the whole global batch, so the loss curve and
-the adapter agree up to float rounding. Dropout is off: each process draws its own masks.
+the adapter agree up to float rounding. Dropout is off: masks are drawn per process.
 """
 
 from __future__ import annotations
@@ -102,3 +102,79 @@ def test_a_user_error_in_the_processes_is_the_same_clear_error(
     with pytest.raises(WhichloraError, match=r"^No training example has a response left"):
         train_adapter(request, records, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+RUN_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import SAMPLES
+from whichlora.data.records import Record
+from whichlora.train.loop import TrainRequest, train_adapter
+records = [Record(id=f"s{{i}}", language=l, instruction=a, output=b)
+           for i, (l, a, b) in enumerate(SAMPLES)]
+progress = Path({progress!r})
+request = TrainRequest(model={model!r}, steps=100000, batch_size=2, processes=2, device="cpu",
+                       threads=1, rank=4, max_length=64, checkpoint_every=None)
+train_adapter(request, records, Path({out!r}),
+              on_step=lambda step, loss: progress.write_text(str(step)))
+"""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_the_run_ends_its_processes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """An orphaned process would go on training and write the run folder under a resumed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    progress, out = tmp_path / "progress", tmp_path / "run"
+    script = tmp_path / "run.py"
+    script.write_text(
+        RUN_SCRIPT.format(
+            tests=str(Path(__file__).parent),
+            progress=str(progress),
+            model=str(tiny_model_dir),
+            out=str(out),
+        )
+    )
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": src})
+    try:
+        deadline = time.monotonic() + 300
+        while not progress.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert progress.exists(), "the run never reported a step"
+        workers = [pid for pid in _children(proc.pid) if _alive(pid)]
+        assert len(workers) >= 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)
+    assert not out.exists()

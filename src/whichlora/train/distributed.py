@@ -10,8 +10,10 @@ The same run on one process with `batch_size x N` sees the same global batches (
 drawn at the global size and split), and its loss is normalised the same way: by the labelled
 tokens of the whole global batch, summed over the processes (see `World.token_weight`), so a
 process holding short sequences does not weigh more. Loss curve and adapter then agree with the
-one-process run up to float rounding (tested with two gloo processes). With dropout, each
-process draws its own masks, so a dropout run agrees only in distribution.
+one-process run up to float rounding (tested with two gloo processes). Dropout masks are drawn
+per process (every process from the run's seed), so with dropout on the run agrees with the
+one-process run in distribution only; a resumed multi-process run is likewise not bit-exact
+(the checkpoint holds process 0's random state).
 
 Sharding the model or the optimizer state (FSDP, DeepSpeed ZeRO) is accelerate's job, not ours:
 see docs/scaling.md for the configs a user may pass to `accelerate launch`.
@@ -21,7 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -86,6 +90,7 @@ class World:
 
 
 SINGLE = World()
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _free_port() -> int:
@@ -141,7 +146,7 @@ def train_in_processes(
     try:
         mp.start_processes(
             _worker,
-            args=(request, records, str(out_dir), _free_port(), steps),
+            args=(request, records, str(out_dir), _free_port(), steps, os.getpid()),
             nprocs=request.processes,
             start_method=method,
         )
@@ -161,9 +166,28 @@ def _relay(steps: Any, on_step: Callable[[int, float], None] | None) -> None:
             on_step(*item)
 
 
+def _die_with(parent: int) -> None:
+    """A process of the run ends when the process that started it is killed (kill -9 included):
+    an orphan would go on training and write the run's folder under a resumed attempt."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
 def _worker(
-    rank: int, request: Any, records: list[Any], out_dir: str, port: int, steps: Any
+    rank: int,
+    request: Any,
+    records: list[Any],
+    out_dir: str,
+    port: int,
+    steps: Any,
+    parent: int,
 ) -> None:
+    _die_with(parent)
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
