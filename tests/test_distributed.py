@@ -91,6 +91,15 @@ def test_processes_are_keyed_and_refuse_a_device_map(tiny_model_dir: Path) -> No
                 "training": {"processes": 2},
             }
         )
+    with pytest.raises(WhichloraError, match=r"set gpus_per_run to 8"):
+        parse_study(
+            {
+                "model": str(tiny_model_dir),
+                "techniques": ["lora"],
+                "training": {"processes": 8},
+                "executor": {"kind": "ray", "gpus_per_run": 1},
+            }
+        )
 
 
 def test_a_user_error_in_the_processes_is_the_same_clear_error(

@@ -340,6 +340,13 @@ class Study(Strict):
                 "training.processes > 1 puts a whole copy of the model in each process, "
                 "model.device_map splits one copy across GPUs: use one of them"
             )
+        gpus = self.executor.gpus_per_run
+        if self.executor.kind == "ray" and 0 < gpus < self.training.processes:
+            raise ValueError(
+                f"training.processes is {self.training.processes} but executor.gpus_per_run is "
+                f"{gpus:g}: a run's processes take one GPU each; set gpus_per_run to "
+                f"{self.training.processes}"
+            )
         if (
             self.budget.rank is None
             and self.budget.trainable_params is None
