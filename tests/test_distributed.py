@@ -187,3 +187,14 @@ def test_kill_9_of_the_run_ends_its_processes(tmp_path: Path, tiny_model_dir: Pa
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_spawned_processes_as_on_gpus_train_the_same_run(
+    tmp_path: Path, records: list[Record], tiny_request: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GPU runs spawn their processes (CUDA and fork do not mix): the spawn path, on CPU."""
+    from whichlora.train import distributed
+
+    monkeypatch.setattr(distributed, "start_method", lambda on_gpu: "spawn")
+    compare(tmp_path, records, tiny_request, "lora", grad_accum=1)

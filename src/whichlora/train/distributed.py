@@ -99,16 +99,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_method() -> str:
-    """fork when CUDA is untouched in this process (fast: nothing is imported again); spawn once
-    it is initialised, which a forked child cannot use."""
-    import torch
-
-    return "spawn" if torch.cuda.is_available() and torch.cuda.is_initialized() else "fork"
+def start_method(on_gpu: bool) -> str:
+    """fork on CPU (fast: nothing is imported again); spawn for GPUs, since CUDA cannot be used
+    in a child forked from a process that has touched it (the study's process may have)."""
+    return "spawn" if on_gpu else "fork"
 
 
-def check_processes(request: Any) -> None:
-    """Refuse what N processes cannot do, before any is started."""
+def check_processes(request: Any) -> bool:
+    """Refuse what N processes cannot do, before any is started; True when they use GPUs."""
     import torch
 
     if request.device_map:
@@ -125,6 +123,7 @@ def check_processes(request: Any) -> None:
             "GPUs are visible. Fix: lower training.processes to the GPU count or make the GPUs "
             "visible (CUDA_VISIBLE_DEVICES)."
         )
+    return on_gpu
 
 
 def train_in_processes(
@@ -137,8 +136,7 @@ def train_in_processes(
     log (atomically, as alone) and reports each step here, where `on_step` is called."""
     import torch.multiprocessing as mp
 
-    check_processes(request)
-    method = _start_method()
+    method = start_method(check_processes(request))
     context = mp.get_context(method)
     steps = context.SimpleQueue()
     relay = threading.Thread(target=_relay, args=(steps, on_step), daemon=True)
