@@ -25,8 +25,8 @@ from whichlora.train.precision import resolve_precision
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # bf16 keeps 8 bits of mantissa: over a few steps on the tiny model its cross-entropy stays
-# within this of float32's (measured: under 0.01 at every step of lora and dora).
-BF16_LOSS_TOLERANCE = 0.03
+# within this of float32's (measured over 4 steps: at most 2.1e-4 per step for lora and dora).
+BF16_LOSS_TOLERANCE = 5e-3
 
 
 def study_dict(tiny_model_dir: Path, **training: Any) -> dict[str, Any]:
