@@ -21,13 +21,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def compare(
-    tmp_path: Path, records: list[Record], tiny_request: Any, technique: str, grad_accum: int
+    tmp_path: Path,
+    records: list[Record],
+    tiny_request: Any,
+    technique: str,
+    grad_accum: int,
+    **two_only: Any,
 ) -> None:
     common = {"steps": 3, "dropout": 0.0, "device": "cpu", "threads": 1, "grad_accum": grad_accum}
     one = train_adapter(tiny_request(technique, batch_size=4, **common), records, tmp_path / "one")
     seen: list[tuple[int, float]] = []
     two = train_adapter(
-        tiny_request(technique, batch_size=2, processes=2, **common),
+        tiny_request(technique, batch_size=2, processes=2, **common, **two_only),
         records,
         tmp_path / "two",
         on_step=lambda step, loss: seen.append((step, loss)),
@@ -198,3 +203,11 @@ def test_spawned_processes_as_on_gpus_train_the_same_run(
 
     monkeypatch.setattr(distributed, "start_method", lambda on_gpu: "spawn")
     compare(tmp_path, records, tiny_request, "lora", grad_accum=1)
+
+
+@pytest.mark.slow
+def test_two_processes_with_checkpointed_activations(
+    tmp_path: Path, records: list[Record], tiny_request: Any
+) -> None:
+    """DDP's gradient hooks and recomputation in backward go together."""
+    compare(tmp_path, records, tiny_request, "dora", grad_accum=2, gradient_checkpointing=True)
