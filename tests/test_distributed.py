@@ -211,3 +211,42 @@ def test_two_processes_with_checkpointed_activations(
 ) -> None:
     """DDP's gradient hooks and recomputation in backward go together."""
     compare(tmp_path, records, tiny_request, "dora", grad_accum=2, gradient_checkpointing=True)
+
+
+class Stop(Exception):
+    """Raised from on_step: the caller stops the run."""
+
+
+@pytest.mark.slow
+def test_two_process_run_stopped_then_resumed_from_its_checkpoint(
+    tmp_path: Path, records: list[Record], tiny_request: Any
+) -> None:
+    """A caller's exception in on_step stops every process (nothing written but the
+    checkpoint), and the next attempt resumes from that checkpoint to the uninterrupted end.
+    on_step runs beside the processes, so they may have gone a few steps further (and saved a
+    later checkpoint). Dropout off: then no random draw differs between the processes."""
+    from whichlora.train.checkpoint import checkpoint_root
+
+    def request(**extra: Any) -> Any:
+        return tiny_request(
+            "lora", steps=30, batch_size=2, processes=2, dropout=0.0, device="cpu", threads=1,
+            **extra,
+        )  # fmt: skip
+
+    reference = train_adapter(request(checkpoint_every=None), records, tmp_path / "reference")
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_adapter(request(checkpoint_every=2), records, tmp_path / "run", on_step=stop_at_3)
+    assert not (tmp_path / "run").exists()
+    (saved,) = checkpoint_root(tmp_path / "run").iterdir()
+    assert 2 <= int(saved.name.removeprefix("step-")) < 30
+    resumed = train_adapter(request(checkpoint_every=2), records, tmp_path / "run")
+    assert [s["loss"] for s in resumed["steps"]] == [s["loss"] for s in reference["steps"]]
+    weights = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    expected = load_file(tmp_path / "reference" / "adapter" / "adapter_model.safetensors")
+    for key, tensor in expected.items():
+        assert torch.equal(weights[key], tensor), key

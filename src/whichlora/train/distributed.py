@@ -12,8 +12,8 @@ tokens of the whole global batch, summed over the processes (see `World.token_we
 process holding short sequences does not weigh more. Loss curve and adapter then agree with the
 one-process run up to float rounding (tested with two gloo processes). Dropout masks are drawn
 per process (every process from the run's seed), so with dropout on the run agrees with the
-one-process run in distribution only; a resumed multi-process run is likewise not bit-exact
-(the checkpoint holds process 0's random state).
+one-process run in distribution only, and a resumed run is not bit-exact (the checkpoint holds
+process 0's random state); without dropout, resuming is exact (tested).
 
 Sharding the model or the optimizer state (FSDP, DeepSpeed ZeRO) is accelerate's job, not ours:
 see docs/scaling.md for the configs a user may pass to `accelerate launch`.
@@ -133,35 +133,66 @@ def train_in_processes(
     on_step: Callable[[int, float], None] | None,
 ) -> dict[str, Any]:
     """Run `train_adapter` as `request.processes` processes; process 0 writes the adapter and the
-    log (atomically, as alone) and reports each step here, where `on_step` is called."""
+    log (atomically, as alone) and reports each step here, where `on_step` is called (beside
+    the training, which does not wait for it). When `on_step` raises (a caller stopping the
+    run), the processes are killed and the exception re-raised, as in a one-process run; a
+    checkpoint already written stays for the next attempt."""
     import torch.multiprocessing as mp
 
     method = start_method(check_processes(request))
-    context = mp.get_context(method)
-    steps = context.SimpleQueue()
-    relay = threading.Thread(target=_relay, args=(steps, on_step), daemon=True)
+    steps = mp.get_context(method).SimpleQueue()
+    stop, raised = threading.Event(), []
+    relay = threading.Thread(target=_relay, args=(steps, on_step, stop, raised), daemon=True)
     relay.start()
     try:
-        mp.start_processes(
+        processes = mp.start_processes(
             _worker,
             args=(request, records, str(out_dir), _free_port(), steps, os.getpid()),
             nprocs=request.processes,
             start_method=method,
+            join=False,
         )
-    except mp.ProcessRaisedException as exc:
-        raise _as_own_error(exc) from None
+        try:
+            while not processes.join(timeout=0.2):
+                if raised:
+                    break
+        except mp.ProcessRaisedException as exc:
+            raise _as_own_error(exc) from None
+        finally:
+            for process in processes.processes:
+                if process.is_alive():
+                    process.kill()
+                    process.join()
     finally:
-        steps.put(None)
+        stop.set()
         relay.join()
+    if raised:
+        raise raised[0]
     from whichlora.train.loop import LOG_FILE
 
     return json.loads((out_dir / LOG_FILE).read_text(encoding="utf-8"))
 
 
-def _relay(steps: Any, on_step: Callable[[int, float], None] | None) -> None:
-    for item in iter(steps.get, None):
-        if on_step is not None:
-            on_step(*item)
+def _relay(
+    steps: Any,
+    on_step: Callable[[int, float], None] | None,
+    stop: threading.Event,
+    raised: list[BaseException],
+) -> None:
+    """Call `on_step` for each step process 0 reports, until stopped and drained. The parent
+    never writes to the queue, so a killed writer cannot leave it holding the queue's lock."""
+    while True:
+        if not steps.empty():
+            item = steps.get()
+            if on_step is not None and not raised:
+                try:
+                    on_step(*item)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+                    raised.append(exc)
+        elif stop.is_set():
+            return
+        else:
+            stop.wait(0.05)
 
 
 def _die_with(parent: int) -> None:
