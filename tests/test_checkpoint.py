@@ -108,6 +108,28 @@ def test_interrupted_and_resumed_run_ends_as_uninterrupted(
     assert_clean(tmp_path)
 
 
+def test_fp16_run_resumes_exactly_with_its_loss_scale(train: Any, tmp_path: Path) -> None:
+    train("lora", "reference", checkpoint_every=None, precision="fp16")
+    with pytest.raises(Interrupted):
+        train("lora", "run", stop_after(3), checkpoint_every=2, precision="fp16")
+    state = torch.load(
+        checkpoint_root(tmp_path / "run") / "step-00000002" / "state.pt", weights_only=True
+    )
+    assert state["scaler"]["scale"] > 1  # the loss scale travels with the checkpoint
+    train("lora", "run", checkpoint_every=2, precision="fp16")
+    assert_same(tmp_path / "run", tmp_path / "reference")
+
+
+@pytest.mark.slow
+def test_resume_may_switch_gradient_checkpointing_on(train: Any, tmp_path: Path) -> None:
+    """A run that ran out of memory resumes with checkpointed activations: same result."""
+    train("lora", "reference", checkpoint_every=None)
+    with pytest.raises(Interrupted):
+        train("lora", "run", stop_after(3), checkpoint_every=2)
+    train("lora", "run", checkpoint_every=2, gradient_checkpointing=True)
+    assert_same(tmp_path / "run", tmp_path / "reference")
+
+
 def test_interrupted_twice_and_checkpoint_ignored_when_request_changes(
     train: Any, tmp_path: Path
 ) -> None:

@@ -183,6 +183,22 @@ class TrainingSpec(Strict):
     response_only_loss: bool = True
     seeds: list[int] = Field(default_factory=lambda: [0])
     threads: Annotated[int, Field(ge=1)] | None = None
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="compute dtype of the forward (autocast; adapter weights and optimizer "
+        "state stay float32, fp16 scales the loss); 'auto': bf16 on a CUDA GPU that has it, "
+        "fp32 on CPU",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="recompute activations in backward: much less memory for long sequences, "
+        "about a third more compute, same results (not in any key)",
+    )
+    processes: Annotated[int, Field(ge=1)] = Field(
+        1,
+        description="train each run as N data-parallel processes on this machine (accelerate "
+        "DDP: one per GPU, or gloo on CPU); global batch = batch_size x grad_accum x processes",
+    )
     checkpoint_every: int | Literal["auto"] | None = Field(
         "auto",
         description="save a resumable checkpoint every N optimizer steps; 'auto': every ~5 "
@@ -357,6 +373,18 @@ class Study(Strict):
         if dupes:
             raise ValueError(
                 f"techniques: duplicate run labels {dupes}; give each a distinct `label`"
+            )
+        if self.training.processes > 1 and self.model.device_map:
+            raise ValueError(
+                "training.processes > 1 puts a whole copy of the model in each process, "
+                "model.device_map splits one copy across GPUs: use one of them"
+            )
+        gpus = self.executor.gpus_per_run
+        if self.executor.kind == "ray" and 0 < gpus < self.training.processes:
+            raise ValueError(
+                f"training.processes is {self.training.processes} but executor.gpus_per_run is "
+                f"{gpus:g}: a run's processes take one GPU each; set gpus_per_run to "
+                f"{self.training.processes}"
             )
         if (
             self.budget.rank is None

@@ -8,9 +8,9 @@ redoing finished work.
 
 What is deliberately *not* in a key, because it never changes a result: the device, device map
 and executor (the executor only decides where a run happens), `allow_pickle`, progress options,
-`training.checkpoint_every`, `training.report_to`, `evaluation.batch_size` (scores do not depend
-on it up to float rounding, tested), and the analysis margins and alpha for train, evaluate and
-embed units.
+`training.checkpoint_every`, `training.report_to`, `training.gradient_checkpointing` (same
+gradients, tested), `evaluation.batch_size` (scores do not depend on it up to float rounding,
+tested), and the analysis margins and alpha for train, evaluate and embed units.
 
 Bump a VERSION entry when the code of that unit kind changes what it computes: every unit of the
 kind becomes stale.
@@ -28,6 +28,7 @@ from whichlora.data.atlas import atlas_anchors
 from whichlora.data.languages import evaluation_languages
 from whichlora.store import BASE
 from whichlora.study.plan import RunSpec
+from whichlora.train.precision import DEFAULT as DEFAULT_PRECISION
 
 VERSION = {
     "train": 1,
@@ -50,8 +51,16 @@ NOT_IN_TRAIN_KEY = frozenset(
         "checkpoint_every",
         "report_to",
         "run_name",
+        "gradient_checkpointing",  # recomputes the same activations: same gradients (tested)
     }
 )
+# Fields added after studies were run, keyed only when they differ from the value every earlier
+# run had, so a finished study keeps its keys (e.g. precision "auto" resolves to fp32 on CPU).
+KEYED_UNLESS_DEFAULT = {"precision": DEFAULT_PRECISION, "processes": 1}
+# Since the loss of a step is normalised by the labelled tokens of its whole global batch, a run
+# with several micro-batches per step weighs them by their tokens, not equally: its result
+# changed, so its key says so. A one-micro-batch step is unchanged to the bit, and so is its key.
+TOKEN_WEIGHTED = {"loss": "labelled tokens of the global batch"}
 
 EVALUATE = "evaluate"  # stage prefix of the built-in suite's units: "evaluate:<language>"
 HARNESS = "harness"  # stage prefix of one lm-eval task's units: "harness:<task>"
@@ -86,7 +95,14 @@ def data_key(study: Study) -> dict[str, Any]:
 
 
 def train_key(study: Study, run: RunSpec) -> str:
-    request = {k: v for k, v in asdict(run.request).items() if k not in NOT_IN_TRAIN_KEY}
+    request = {
+        k: v
+        for k, v in asdict(run.request).items()
+        if k not in NOT_IN_TRAIN_KEY
+        and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])
+    }
+    if run.request.grad_accum > 1:
+        request.update(TOKEN_WEIGHTED)
     return digest(
         {
             "unit": TRAIN,

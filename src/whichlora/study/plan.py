@@ -7,6 +7,7 @@ from typing import Any
 
 from whichlora.config.study import Study, TechniqueSpec
 from whichlora.train.loop import TrainRequest
+from whichlora.train.precision import resolve_precision
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def train_request(
         device=study.model.device,
         device_map=study.model.device_map,
         threads=training.threads,
+        precision=resolve_precision(
+            training.precision, study.model.device, study.executor.gpus_per_run
+        ),
+        gradient_checkpointing=training.gradient_checkpointing,
+        processes=training.processes,
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
         report_to=tuple(training.report_to),
         run_name=f"{study.name}/{run_id}" if run_id else study.name,

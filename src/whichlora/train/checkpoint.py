@@ -146,6 +146,7 @@ class Checkpointer:
         scheduler: Any,
         rows: list[dict[str, Any]],
         wall_seconds: float,
+        scaler: Any = None,
     ) -> None:
         import torch
 
@@ -159,6 +160,8 @@ class Checkpointer:
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
             "adalora": _adalora_state(model),
+            # fp16's loss scale: a resumed run goes on with the scale it had reached
+            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         }
         progress = {
             "format": FORMAT,
@@ -188,7 +191,9 @@ class Checkpointer:
         return sorted(found, key=lambda p: p.name, reverse=True)
 
     # ------------------------------------------------------------------ restore
-    def restore(self, model: Any, optimizer: Any, scheduler: Any) -> Resumed | None:
+    def restore(
+        self, model: Any, optimizer: Any, scheduler: Any, scaler: Any = None
+    ) -> Resumed | None:
         """Load the newest matching checkpoint into the live objects; None to start at step 0.
 
         Call it last before the first step: the RNG states it restores must not be drawn from
@@ -209,7 +214,7 @@ class Checkpointer:
                 log.warning("ignoring unreadable checkpoint %s: %s", folder, exc)
                 continue
             # From here on the live objects change: a failure is an error, not a fresh start.
-            resumed = self._apply(state, progress, model, optimizer, scheduler)
+            resumed = self._apply(state, progress, model, optimizer, scheduler, scaler)
             log.info("resuming from checkpoint %s (step %d)", folder, resumed.step)
             return resumed
         return None
@@ -250,6 +255,7 @@ class Checkpointer:
         model: Any,
         optimizer: Any,
         scheduler: Any,
+        scaler: Any = None,
     ) -> Resumed:
         import torch
 
@@ -261,6 +267,8 @@ class Checkpointer:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         _restore_adalora(model, state["adalora"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         _restore_rng(state["rng"])
         if self.interval is None and progress.get("interval"):
             self.interval, self.auto = int(progress["interval"]), False  # auto decided before
@@ -274,7 +282,8 @@ class Checkpointer:
 
 
 # Request fields that never change a result (when to checkpoint, where to log).
-RESULT_NEUTRAL = ("checkpoint_every", "report_to", "run_name")
+# Gradient checkpointing too: a run that ran out of memory may resume with it switched on.
+RESULT_NEUTRAL = ("checkpoint_every", "report_to", "run_name", "gradient_checkpointing")
 
 
 def request_fingerprint(request: Any, examples: list[Any], versions: dict[str, str]) -> dict:

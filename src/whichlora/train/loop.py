@@ -19,8 +19,10 @@ import platform
 import random
 import resource
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ from whichlora.train.checkpoint import (
     remove_own_scratch,
     request_fingerprint,
 )
+from whichlora.train.distributed import SINGLE, World, train_in_processes
+from whichlora.train.precision import autocast, grad_scaler, resolve_precision
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 from whichlora.train.tracking import StepTrackers
 
@@ -79,6 +83,13 @@ class TrainRequest:
     device: str = "auto"
     device_map: str | None = None
     threads: int | None = None
+    # "auto" is resolved at plan time (train/precision.py); one left here resolves on the device.
+    precision: str = "auto"
+    # Recompute activations in backward instead of storing them: less memory, same gradients
+    # (tested), about a third more compute. Never changes a result: not in a key.
+    gradient_checkpointing: bool = False
+    # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
+    processes: int = 1
     # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
     # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
     # longer than 10) or None (never).
@@ -145,7 +156,7 @@ def head_on_label_positions(model: Any) -> bool:
 
 
 def batch_losses(
-    model: Any, batch: dict[str, Any], label_positions_only: bool
+    model: Any, batch: dict[str, Any], label_positions_only: bool, forward: Any = None
 ) -> tuple[Any, float]:
     """(objective, cross-entropy) of a right-padded batch: the tensor to minimise, and the mean
     next-token loss over the labelled tokens as a float.
@@ -159,14 +170,19 @@ def batch_losses(
     positions are discarded by the loss anyway, and on a small model the vocabulary projection
     is a fifth of the matmul FLOPs (SmolLM2-135M: 28M of 135M weights), plus a float copy and
     a log-softmax as wide. Same loss and gradients as the full-logits call.
+
+    `forward` is what the batch runs through when it is not the model itself (the DDP wrapper
+    of a multi-process run); `model` is still asked whether it adds a penalty.
     """
     import torch
+
+    call = forward or model
 
     if label_positions_only:
         shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
         keep = shifted != IGNORE_INDEX
         targets = shifted[keep]
-        out = model(
+        out = call(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             labels=targets,
@@ -174,7 +190,7 @@ def batch_losses(
             logits_to_keep=keep,
         )
     else:
-        out = model(**batch)
+        out = call(**batch)
         targets = batch["labels"][:, 1:]
     objective = out.loss
     if not _adds_penalty(model):
@@ -195,6 +211,15 @@ def _adds_penalty(model: Any) -> bool:
     return float(getattr(config, "orth_reg_weight", 0.0) or 0.0) > 0
 
 
+def enable_activation_checkpointing(model: Any) -> None:
+    """Non-reentrant checkpointing of every decoder layer (transformers 5 renamed the call)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _linear_schedule(optimizer: Any, warmup: int, total: int) -> Any:
     from transformers import get_linear_schedule_with_warmup
 
@@ -208,6 +233,7 @@ def train_adapter(
     *,
     loaded: LoadedModel | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """Train and save `out_dir/adapter` plus `out_dir/train_log.json`; return the log.
 
@@ -218,21 +244,28 @@ def train_adapter(
     steps; a call after a kill resumes from the last one (calling `on_step` for the restored
     steps first, so progress counts from 0) and ends exactly as an uninterrupted run. The
     checkpoint is removed once the adapter is saved.
+
+    With `request.processes` > 1 the run is started as that many processes (train/distributed.py,
+    each one calls this with its `world`); only the first writes anything.
     """
     import torch
     from peft import get_peft_model
 
+    if request.processes > 1 and world is None:
+        return train_in_processes(request, records, out_dir, on_step)
+    world = world or SINGLE
     if request.threads:
         torch.set_num_threads(request.threads)
     technique = get_technique(request.technique)
-    tracking = StepTrackers(request.report_to, out_dir, request.run_name, request.__dict__)
+    report_to = request.report_to if world.main else ()
+    tracking = StepTrackers(report_to, out_dir, request.run_name, request.__dict__)
     seed_everything(request.seed)
     base = loaded or load_model(
         request.model,
         dtype=request.dtype,
         trust_remote_code=request.trust_remote_code,
         allow_pickle=request.allow_pickle,
-        device=request.device,
+        device=world.device(request.device),
         device_map=request.device_map,
     )
     model, tokenizer = base.model, base.tokenizer
@@ -243,39 +276,51 @@ def train_adapter(
             "training.max_length or check the data source."
         )
     settings, budget = settings_for_request(model.config, technique, request)
-    remove_own_scratch(out_dir)  # what a killed attempt left: only its checkpoint is kept
+    if world.main:
+        remove_own_scratch(out_dir)  # what a killed attempt left: only its checkpoint is kept
     checkpoints = Checkpointer(
         out_dir,
         request.checkpoint_every,
         request.steps,
         lambda: request_fingerprint(request, examples, library_versions()),
     )
+    seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
+    if request.gradient_checkpointing:
+        # Non-reentrant checkpointing: gradients reach the adapter although the frozen embedding
+        # output does not require grad (no `enable_input_require_grads` needed), and dropout
+        # masks are replayed in the recomputation (RNG state preserved): same gradients.
+        enable_activation_checkpointing(model)
     pad_id = pad_token(tokenizer)
-    with atomic_directory(out_dir) as scratch, tracking:
+    global_batch = request.batch_size * world.size  # per micro-batch, over the processes
+    output = atomic_directory(out_dir) if world.main else nullcontext(None)
+    with output as scratch, tracking:
         config = technique.build_config(settings)
         prepare_seconds = 0.0
         if technique.preprocess is not None:
             # Data-driven init before the adapter exists (CorDA, LoRA-GA): statistics of the base
-            # on this run's own training batches, in the order its seed gives them; timed.
-            seed_everything(request.seed)
+            # on this run's own training batches, in the order its seed gives them; timed. Every
+            # process computes the same init from the whole global batches.
             prepare_start = time.perf_counter()
-            device = next(model.parameters()).device
-            stream = grouped_batches(examples, request.batch_size, request.seed)
+            base_device = next(model.parameters()).device
+            stream = grouped_batches(examples, global_batch, request.seed)
             technique.preprocess(
                 model,
                 config,
-                ({k: v.to(device) for k, v in collate(b, pad_id).items()} for b in stream),
+                ({k: v.to(base_device) for k, v in collate(b, pad_id).items()} for b in stream),
                 technique.parse_options(settings.options),
             )
             prepare_seconds = time.perf_counter() - prepare_start
-        seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
+            seed_everything(request.seed)  # the adapter's init draws the same as without it
         model = get_peft_model(model, config)
         device = next(p.device for p in model.parameters() if p.requires_grad)
+        precision = resolve_precision(request.precision, device.type)
+        scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise
         if technique.prepare is not None:
             # Data-driven init (EVA): statistics from this run's own training batches, in the
-            # order its seed gives them; the time is part of the run's cost.
+            # order its seed gives them; the time is part of the run's cost. Every process
+            # computes the same init from the whole global batches.
             prepare_start = time.perf_counter()
-            stream = grouped_batches(examples, request.batch_size, request.seed)
+            stream = grouped_batches(examples, global_batch, request.seed)
             technique.prepare(
                 model,
                 ({k: v.to(device) for k, v in collate(b, pad_id).items()} for b in stream),
@@ -286,14 +331,16 @@ def train_adapter(
             # Keep the initial adapter so the trained one can be converted to plain LoRA form
             # that applies to the untouched base (PEFT's conversion on save). The initial copy
             # must say init=True; the live config keeps the technique's init for the log.
+            # Other processes save theirs aside, only for its digest (same init everywhere).
+            initial = scratch / "initial" if world.main else Path(tempfile.mkdtemp()) / "initial"
             config = model.peft_config["default"]
             init, config.init_lora_weights = config.init_lora_weights, True
-            model.save_pretrained(scratch / "initial")
+            model.save_pretrained(initial)
             config.init_lora_weights = init
             # A checkpoint continues this init only: same initial adapter, same rewritten base.
-            checkpoints.initial_digest = file_digest(
-                scratch / "initial" / "adapter_model.safetensors"
-            )
+            checkpoints.initial_digest = file_digest(initial / "adapter_model.safetensors")
+            if not world.main:
+                shutil.rmtree(initial.parent)
         model.train()
         model.config.use_cache = False  # a KV cache is built and thrown away at every step
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -307,12 +354,13 @@ def train_adapter(
             optimizer = _default_optimizer(model, request.learning_rate, request.weight_decay)
         warmup = round(request.warmup_ratio * request.steps)
         scheduler = _linear_schedule(optimizer, warmup, request.steps)
-        batches = grouped_batches(examples, request.batch_size, request.seed)
+        batches = grouped_batches(examples, global_batch, request.seed)
         label_positions_only = head_on_label_positions(model)
+        forward = world.wrap(model)  # DDP across processes (accelerate); the model alone
 
         steps: list[dict[str, Any]] = []
         first, wall_before = 0, 0.0
-        resumed = checkpoints.restore(model, optimizer, scheduler)  # last: it sets the RNGs
+        resumed = checkpoints.restore(model, optimizer, scheduler, scaler)  # last: sets RNGs
         if resumed is not None:
             first, wall_before, steps = resumed.step, resumed.wall_seconds, resumed.rows
             for _ in range(first * request.grad_accum):  # the data order goes on where it was
@@ -325,26 +373,49 @@ def train_adapter(
         for step in range(first, request.steps):
             step_start = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
+            # The step's loss is the sum of token losses over its whole global batch (every
+            # micro-batch, every process) divided by the labelled tokens in it: each labelled
+            # token weighs the same, however the sequences fall into micro-batches.
+            micro = [world.shard(next(batches)) for _ in range(request.grad_accum)]
+            batches_now = [collate(share, pad_id) for share, _ in micro]
+            labelled = [
+                labelled_tokens(b) if real else 0
+                for b, (_, real) in zip(batches_now, micro, strict=True)
+            ]
+            (global_labelled,) = world.sum([float(sum(labelled))])
             total_loss, total_objective, step_tokens = 0.0, 0.0, 0
-            for _ in range(request.grad_accum):
-                batch = {k: v.to(device) for k, v in collate(next(batches), pad_id).items()}
-                objective, cross_entropy = batch_losses(model, batch, label_positions_only)
-                if technique.penalty is not None:  # KaSA's regularisers: in the objective only
-                    objective = objective + technique.penalty(model)
-                (objective / request.grad_accum).backward()
-                total_objective += float(objective.detach()) / request.grad_accum
-                total_loss += cross_entropy / request.grad_accum
-                step_tokens += int(batch["attention_mask"].sum())
+            for index, (cpu_batch, (_, real)) in enumerate(zip(batches_now, micro, strict=True)):
+                batch = {k: v.to(device) for k, v in cpu_batch.items()}
+                weight = world.token_weight(labelled[index], int(global_labelled))
+                with world.no_sync(forward, last=index == len(micro) - 1):
+                    with autocast(precision, device.type):
+                        objective, cross_entropy = batch_losses(
+                            model, batch, label_positions_only, forward
+                        )
+                        if technique.penalty is not None:  # KaSA's regularisers: objective only
+                            objective = objective + technique.penalty(model)
+                    scaler.scale(objective * weight).backward()
+                share = labelled[index] / global_labelled
+                total_objective += float(objective.detach()) * share
+                total_loss += cross_entropy * share
+                step_tokens += int(batch["attention_mask"].sum()) if real else 0
+            total_objective, total_loss, tokens = world.sum(
+                [total_objective, total_loss, float(step_tokens)]
+            )
+            step_tokens = int(tokens)
             for value in (total_objective, total_loss):
                 if not math.isfinite(value):
-                    checkpoints.remove()  # a final outcome: a retry would diverge again
+                    if world.main:
+                        checkpoints.remove()  # a final outcome: a retry would diverge again
                     raise TrainingDiverged(f"loss became {value} at step {step + 1}")
+            scaler.unscale_(optimizer)  # fp16: clip and AdaLoRA see true gradients
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(
                     [p for p in model.parameters() if p.requires_grad], request.max_grad_norm
                 )
             )
-            optimizer.step()
+            scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
+            scaler.update()
             # AdaLoRA: reallocate the rank budget; reads gradients, so before zero_grad. It gets
             # the optimizer steps taken so far (1..steps): AdaLoRA fixes the final allocation at
             # global step total_step - tfinal, which a 0-based count never reaches if tfinal is 0.
@@ -365,15 +436,17 @@ def train_adapter(
                 }
             )
             attempt = time.perf_counter() - started
-            if checkpoints.due(step + 1, attempt):
+            if world.main and checkpoints.due(step + 1, attempt):
                 checkpoints.save(
-                    step + 1, model, optimizer, scheduler, steps, wall_before + attempt
+                    step + 1, model, optimizer, scheduler, steps, wall_before + attempt, scaler
                 )
-            tracking.log(steps[-1])
+            tracking.log(steps[-1])  # a no-op outside the first process
             if on_step is not None:
                 on_step(step + 1, total_loss)
         wall = wall_before + time.perf_counter() - started + prepare_seconds
 
+        if not world.main:
+            return {}  # the first process saves the adapter and the log
         model.eval()
         adapter_dir = scratch / ADAPTER_DIR
         if technique.rewrites_base:
@@ -387,7 +460,7 @@ def train_adapter(
         log = {
             "technique": request.technique,
             "seed": request.seed,
-            "request": request.__dict__,
+            "request": {**request.__dict__, "precision": precision},
             "budget": {**budget, "trainable_params_measured": trainable},
             "adapter_config": model.peft_config["default"].to_dict(),
             "steps": steps,
@@ -407,12 +480,19 @@ def train_adapter(
                 "peak_rss_mb": peak_rss_mb(),
                 "adapter_bytes": adapter_bytes,
                 "threads": torch.get_num_threads(),
+                "processes": world.size,
+                "global_batch": global_batch * request.grad_accum,
             },
             "versions": library_versions(),
         }
         write_json_atomic(scratch / LOG_FILE, _jsonable(log))
     checkpoints.remove()  # the adapter is saved: nothing to resume any more
     return log
+
+
+def labelled_tokens(batch: dict[str, Any]) -> int:
+    """Next-token targets the loss counts: labelled positions after the first."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def _mean_loss(steps: list[dict[str, Any]]) -> float:

@@ -1,0 +1,173 @@
+"""Mixed precision and gradient checkpointing: what they change in a run and what they must not.
+
+bf16 autocast runs on CPU too, so its contract is tested here on the tiny model; fp16's loss
+scaling in tests/test_checkpoint.py (its scale resumes with the run); real GPU speed and memory
+are measured by scripts/gpu_check.sh on a CUDA machine.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from whichlora.config.study import parse_study
+from whichlora.study.keys import NOT_IN_TRAIN_KEY, VERSION, data_key, digest, model_key, train_key
+from whichlora.study.plan import plan_study
+from whichlora.techniques import REGISTRY
+from whichlora.train.precision import resolve_precision
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# bf16 keeps 8 bits of mantissa: over a few steps on the tiny model its cross-entropy stays
+# within this of float32's (measured over 4 steps: at most 2.1e-4 per step for lora and dora).
+BF16_LOSS_TOLERANCE = 5e-3
+
+
+def study_dict(tiny_model_dir: Path, **training: Any) -> dict[str, Any]:
+    return {
+        "model": {"id": str(tiny_model_dir), "device": "cpu"},
+        "techniques": ["lora"],
+        "training": {"steps": 3, **training},
+    }
+
+
+# ------------------------------------------------------------------------------------ keys
+
+
+def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
+    tiny_model_dir: Path,
+) -> None:
+    """A study from before `training.precision` (every run float32) keeps its train key:
+    "auto" resolves to fp32 on CPU and fp32 is left out of the key. The reference payload is
+    the key as it was computed before the field existed."""
+    study = parse_study(study_dict(tiny_model_dir))
+    run = plan_study(study)[0]
+    assert run.request.precision == "fp32"
+    before = {
+        k: v
+        for k, v in asdict(run.request).items()
+        if k not in NOT_IN_TRAIN_KEY | {"precision", "gradient_checkpointing", "processes"}
+    }
+    expected = digest(
+        {
+            "unit": "train",
+            "version": VERSION["train"],
+            "model": model_key(study),
+            "data": data_key(study),
+            "request": before,
+        }
+    )
+    assert train_key(study, run) == expected
+    explicit = parse_study(study_dict(tiny_model_dir, precision="fp32"))
+    assert train_key(explicit, plan_study(explicit)[0]) == expected
+    checkpointed = parse_study(study_dict(tiny_model_dir, gradient_checkpointing=True))
+    assert train_key(checkpointed, plan_study(checkpointed)[0]) == expected
+    bf16 = parse_study(study_dict(tiny_model_dir, precision="bf16"))
+    assert train_key(bf16, plan_study(bf16)[0]) != expected
+
+
+def test_auto_resolves_by_where_the_run_trains() -> None:
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("fp16", "cpu") == "fp16"  # an explicit choice is kept
+    if not torch.cuda.is_available():  # a Ray cluster's GPUs, planned from a CPU driver
+        assert resolve_precision("auto", "auto", gpus_per_run=1) == "bf16"
+        assert resolve_precision("auto", "auto") == "fp32"
+
+
+def test_unknown_precision_is_a_clear_error(tiny_model_dir: Path) -> None:
+    from whichlora.errors import WhichloraError
+
+    with pytest.raises(WhichloraError, match="training.precision"):
+        parse_study(study_dict(tiny_model_dir, precision="fp8"))
+
+
+# ------------------------------------------------------------------------------- bf16 runs
+
+
+def test_bf16_autocast_tracks_fp32_and_saves_a_float32_adapter_plain_peft_loads(
+    train_tiny: Any, load_adapter: Any, probe_batch: dict[str, Any], logits_on: Any
+) -> None:
+    fp32 = train_tiny("lora", run_name="fp32", steps=4, precision="fp32")
+    bf16 = train_tiny("lora", run_name="bf16", steps=4, precision="bf16")
+    assert bf16.log["request"]["precision"] == "bf16"
+    assert bf16.losses != fp32.losses  # autocast really ran in bfloat16
+    assert bf16.losses == pytest.approx(fp32.losses, abs=BF16_LOSS_TOLERANCE)
+    weights = load_file(bf16.adapter_dir / "adapter_model.safetensors")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values())
+    reloaded = load_adapter(bf16.adapter_dir)
+    torch.testing.assert_close(
+        logits_on(reloaded, probe_batch), logits_on(bf16.model, probe_batch), atol=1e-4, rtol=0
+    )
+
+
+# ------------------------------------------------------------------ gradient checkpointing
+
+# Plain LoRA and AdaLoRA (a per-step hook, a penalty in the forward, masked ranks) here; every
+# other technique (DoRA's magnitude, LoRA+'s optimizer, VeRA's shared projections, PiSSA's
+# rewritten base, EVA's data-driven init, ...) in make test-slow.
+REPRESENTATIVE = ["lora", "adalora"]
+OTHERS = sorted(set(REGISTRY) - set(REPRESENTATIVE))
+
+
+def _same_run_with_and_without_checkpointing(train_tiny: Any, technique: str) -> None:
+    options = {"tau": 0.3} if technique == "eva" else {}
+    plain = train_tiny(technique, run_name="plain", steps=2, options=options)
+    checkpointed = train_tiny(
+        technique, run_name="gc", steps=2, options=options, gradient_checkpointing=True
+    )
+    for a, b in zip(plain.log["steps"], checkpointed.log["steps"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6, abs=1e-7)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-5, abs=1e-8)
+    weights_a = load_file(plain.adapter_dir / "adapter_model.safetensors")
+    weights_b = load_file(checkpointed.adapter_dir / "adapter_model.safetensors")
+    assert weights_a.keys() == weights_b.keys() and weights_a
+    for key, tensor in weights_a.items():
+        torch.testing.assert_close(weights_b[key], tensor, atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("technique", REPRESENTATIVE)
+def test_gradient_checkpointing_gives_the_same_losses_gradients_and_adapter(
+    technique: str, train_tiny: Any
+) -> None:
+    _same_run_with_and_without_checkpointing(train_tiny, technique)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("technique", OTHERS)
+def test_gradient_checkpointing_same_run_for_every_other_technique(
+    technique: str, train_tiny: Any
+) -> None:
+    _same_run_with_and_without_checkpointing(train_tiny, technique)
+
+
+def test_checkpointing_stores_far_fewer_activations(fresh_model: Any, probe_batch: Any) -> None:
+    """The flag really reaches the decoder layers: with it, the forward saves only each layer's
+    input for backward (counted through autograd's saved-tensor hooks), not its activations."""
+    from peft import LoraConfig, get_peft_model
+
+    from whichlora.train.loop import enable_activation_checkpointing
+
+    def saved_tensors(checkpointed: bool) -> int:
+        model = fresh_model().model
+        if checkpointed:
+            enable_activation_checkpointing(model)
+        peft_model = get_peft_model(model, LoraConfig(r=2, target_modules="all-linear"))
+        peft_model.train()
+        count = [0]
+
+        def pack(tensor: Any) -> Any:
+            count[0] += 1
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss = peft_model(**copy.copy(probe_batch)).loss
+        loss.backward()
+        return count[0]
+
+    assert saved_tensors(True) * 4 < saved_tensors(False)
