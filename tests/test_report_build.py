@@ -163,6 +163,13 @@ def test_costs_and_runs_tables(full: tuple[StudyContext, Path]) -> None:
     assert list(runs["train"].unique()) == ["done"]
     text = html.read_text(encoding="utf-8")
     assert "% of base" in text and "peak RSS (MiB)" in text and "No run failed." in text
+    assert "peak GPU (MiB)" in text
+    # DoRA's overhead next to LoRA as ratios (synthetic DoRA: 1.4x the time and GPU memory)
+    overhead = pd.read_csv(tables / "overhead.csv")
+    assert list(overhead["technique"]) == ["dora"] and list(overhead["reference"]) == ["lora"]
+    assert overhead["time_per_step_ratio"].iloc[0] == pytest.approx(1.4)
+    assert overhead["peak_memory_ratio"].iloc[0] == pytest.approx(1.4)
+    assert list(overhead["memory"]) == ["peak_gpu_mb"] and "1.40×" in text
     versions = pd.read_csv(tables / "versions.csv")
     assert set(versions["peft"]) == {"0.17.1"}
 

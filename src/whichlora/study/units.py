@@ -58,18 +58,31 @@ def _training_rows(run_id: str, train_log: dict[str, Any]) -> dict[str, list[dic
         }
         for s in train_log["steps"]
     ]
+    seconds_per_step, tokens_per_second = steady_speed(train_log["steps"])
     cost = {
         "run_id": run_id,
         "rank": budget["rank"],
         "trainable_params": budget["trainable_params"],
         "trainable_fraction": budget["trainable_fraction"],
-        "seconds_per_step": summary["seconds_per_step"],
-        "tokens_per_second": summary["tokens_per_second"],
+        "seconds_per_step": seconds_per_step,
+        "tokens_per_second": tokens_per_second,
+        "first_step_seconds": train_log["steps"][0]["seconds"],
         "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_gpu_mb": summary.get("peak_gpu_mb"),  # a log from before per-run peaks has none
         "adapter_bytes": summary["adapter_bytes"],
         "wall_seconds": summary["wall_seconds"],
     }
     return {"training": steps, "costs": [cost]}
+
+
+def steady_speed(steps: list[dict[str, Any]]) -> tuple[float, float]:
+    """(seconds per step, tokens per second) over the steps after the first: the first step
+    pays one-off costs (kernel selection, allocator growth, lazy imports) that say nothing about
+    the technique; a one-step run has only its first step."""
+    steady = steps[1:] or steps
+    seconds = sum(s["seconds"] for s in steady)
+    tokens = sum(s["tokens"] for s in steady)
+    return seconds / len(steady), (tokens / seconds if seconds > 0 else 0.0)
 
 
 def key_file(run_dir: Path) -> Path:
