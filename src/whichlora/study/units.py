@@ -35,6 +35,19 @@ def describe_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+# A unit whose worker died (killed for memory, node lost, SIGKILL) after its retries: the inputs
+# may be fine, so a resumed study retries it without --retry-failed.
+WORKER_LOST = "worker lost"
+
+
+def lost_worker(reason: str) -> str:
+    return f"{WORKER_LOST}: {reason}"
+
+
+def is_lost_worker(error: str | None) -> bool:
+    return bool(error) and str(error).startswith(WORKER_LOST)
+
+
 def _run_logger(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -132,11 +145,12 @@ def train_one(
     handler = _run_logger(run_dir.parent / f"{run_dir.name}.log")
     try:
         log.info(
-            "training %s (%s, seed %s, lr %g)",
+            "training %s (%s, seed %s, lr %g) in process %d",
             run.run_id,
             run.technique,
             run.seed,
             run.learning_rate,
+            os.getpid(),  # which worker to look at (or kill) on a cluster
         )
         train_log = train_adapter(run.request, records, run_dir, on_step=on_step)
         summary = train_log["summary"]
