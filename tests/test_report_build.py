@@ -248,6 +248,8 @@ def test_single_technique(tmp_path: Path) -> None:
 
 def test_failed_run_is_listed_and_left_out(tmp_path: Path) -> None:
     ctx = _study(tmp_path, SyntheticSpec(failed=("dora-s1",)))
+    lost = "worker lost: WorkerCrashedError after 2 retries"
+    ctx.store.finish_unit("base", "evaluate:sw", {}, status="failed", error=lost)
     try:
         text = _texts(ctx)
         tables = ctx.study_dir / "report" / "tables"
@@ -258,6 +260,9 @@ def test_failed_run_is_listed_and_left_out(tmp_path: Path) -> None:
     assert SECTION_FAILED not in text
     assert list(failed["run_id"]) == ["dora-s1"]
     assert "training diverged: loss became nan" in text
+    assert f"Unit evaluate:sw (the base model&#x27;s) failed: {lost}" in text or (
+        f"Unit evaluate:sw (the base model's) failed: {lost}" in text
+    )
     assert set(seen.loc[seen["technique"] == "dora", "n_seeds"]) == {1}
 
 

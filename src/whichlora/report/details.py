@@ -30,6 +30,7 @@ from whichlora.report.layers import (
     similarity_maps,
 )
 from whichlora.report.tables import cost_table, overhead_table
+from whichlora.store import BASE
 
 ERROR_CHARS = 600
 
@@ -205,6 +206,12 @@ def training_section(inputs: ReportInputs) -> Section:
                 ),
                 failed[["run_id", "label", "seed", "failed_stage", "error"]],
             )
+        )
+    for unit in inputs.failed_shared.itertuples():
+        what = "the base model's" if unit.run_id == BASE else "the study's"
+        section.note(
+            f"Unit {unit.stage} ({what}) failed: {unit.error or '(no message)'}. The next "
+            "`whichlora run` redoes it."
         )
     section.blocks.append(_runs_table(inputs))
     section.blocks.append(Heading("Study configuration (resolved.yaml)"))

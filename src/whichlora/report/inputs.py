@@ -44,6 +44,8 @@ class ReportInputs:
     resamples: int
     alpha: float
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, metric, technique, ...
+    # failed units that belong to no run: the base model's evaluation, the study's analysis
+    failed_shared: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, stage, error
 
     @property
     def targets(self) -> list[str]:
@@ -163,4 +165,11 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         alpha=study.analysis.alpha,
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
+    inputs.failed_shared = _failed_shared(store)
     return inputs
+
+
+def _failed_shared(store: Store) -> pd.DataFrame:
+    units = store.frame("units")
+    shared = units[units["run_id"].isin([BASE, "study"]) & (units["status"] == "failed")]
+    return shared[["run_id", "stage", "error"]].reset_index(drop=True)
