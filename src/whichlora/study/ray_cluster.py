@@ -93,6 +93,8 @@ def check_shared_folder(ray: Any, study_dir: Path) -> None:
     names the nodes that cannot."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    for debris in study_dir.glob(f"{PROBE_PREFIX}*"):  # a killed driver's (the folder is locked)
+        shutil.rmtree(debris, ignore_errors=True)
     token = secrets.token_hex(16)
     folder = study_dir / f"{PROBE_PREFIX}{token[:12]}"
     folder.mkdir(parents=True)

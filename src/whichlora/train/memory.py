@@ -6,7 +6,8 @@ run after DoRA would report DoRA's peak. `PeakMemory` resets both marks when a r
 them when it ends, so each run reports the peak it reached itself:
 
 - host: on Linux, writing "5" to /proc/self/clear_refs resets VmHWM (the peak RSS) to the current
-  RSS, and /proc/self/status reports VmHWM afterwards. Where that is unavailable (macOS, a locked
+  RSS, and /proc/self/status reports VmHWM afterwards (the kernel's `ru_maxrss` is the same
+  counter, so it is reset too). Where that is unavailable (macOS, a locked
   /proc), `ru_maxrss` is exact only when the run raised it; otherwise the run stayed below an
   earlier peak and its own peak is unknown (None), never a number borrowed from another run.
 - accelerator (CUDA): `torch.cuda.reset_peak_memory_stats` + `max_memory_allocated`, the peak of
