@@ -173,6 +173,7 @@ def _training(
         "seconds_per_step": 0.2 * speed,
         "tokens_per_second": 2048 / (0.2 * speed),
         "peak_rss_mb": 1900 + 100 * speed,
+        "peak_gpu_mb": 1000 * speed,
         "adapter_bytes": params * 4 + 4096,
         "wall_seconds": 0.2 * speed * spec.steps,
     }

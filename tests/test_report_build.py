@@ -163,6 +163,13 @@ def test_costs_and_runs_tables(full: tuple[StudyContext, Path]) -> None:
     assert list(runs["train"].unique()) == ["done"]
     text = html.read_text(encoding="utf-8")
     assert "% of base" in text and "peak RSS (MiB)" in text and "No run failed." in text
+    assert "peak GPU (MiB)" in text
+    # DoRA's overhead next to LoRA as ratios (synthetic DoRA: 1.4x the time and GPU memory)
+    overhead = pd.read_csv(tables / "overhead.csv")
+    assert list(overhead["technique"]) == ["dora"] and list(overhead["reference"]) == ["lora"]
+    assert overhead["time_per_step_ratio"].iloc[0] == pytest.approx(1.4)
+    assert overhead["peak_memory_ratio"].iloc[0] == pytest.approx(1.4)
+    assert list(overhead["memory"]) == ["peak_gpu_mb"] and "1.40×" in text
     versions = pd.read_csv(tables / "versions.csv")
     assert set(versions["peft"]) == {"0.17.1"}
 
@@ -241,6 +248,8 @@ def test_single_technique(tmp_path: Path) -> None:
 
 def test_failed_run_is_listed_and_left_out(tmp_path: Path) -> None:
     ctx = _study(tmp_path, SyntheticSpec(failed=("dora-s1",)))
+    lost = "worker lost: WorkerCrashedError after 2 retries"
+    ctx.store.finish_unit("base", "evaluate:sw", {}, status="failed", error=lost)
     try:
         text = _texts(ctx)
         tables = ctx.study_dir / "report" / "tables"
@@ -251,6 +260,9 @@ def test_failed_run_is_listed_and_left_out(tmp_path: Path) -> None:
     assert SECTION_FAILED not in text
     assert list(failed["run_id"]) == ["dora-s1"]
     assert "training diverged: loss became nan" in text
+    assert f"Unit evaluate:sw (the base model&#x27;s) failed: {lost}" in text or (
+        f"Unit evaluate:sw (the base model's) failed: {lost}" in text
+    )
     assert set(seen.loc[seen["technique"] == "dora", "n_seeds"]) == {1}
 
 

@@ -1,7 +1,14 @@
-"""The study runner end to end on a tiny model: stages, resume after kill -9, lock, Ray."""
+"""The study runner end to end on a tiny model: stages, resume after kill -9, lock, Ray (one
+local instance for the module; a worker SIGKILLed mid-training)."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,28 +118,126 @@ def test_harness_tasks_are_scored_for_base_and_runs(
     assert len(per_example) == 2 * 8
 
 
-def test_ray_executor_runs_two_runs_with_the_same_results_as_local(
-    tmp_path: Path, tiny_model_dir: Path
-) -> None:
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """One local Ray instance for every Ray test here: starting one costs seconds."""
     ray = pytest.importorskip("ray")
-    techniques = ["lora", "dora"]
-    local = write_study(tmp_path, tiny_study(tiny_model_dir, techniques=techniques))
-    run_study(local, tmp_path / "local", stages=("train", "evaluate"))
-    (tmp_path / "ray").mkdir()
-    remote = tiny_study(
-        tiny_model_dir, techniques=techniques, executor={"kind": "ray", "cpus_per_run": 1}
-    )
-    remote_path = tmp_path / "ray" / "study.yaml"
-    remote_path.write_text(yaml.safe_dump(remote), encoding="utf-8")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _kill_when_checkpointed(run_log: Path, checkpoints: Path, killed: list[int]) -> None:
+    """SIGKILL the Ray worker training a run once its first checkpoint exists: mid-training.
+    The worker's process id is the one the run's log names (train_one writes it)."""
+    deadline = time.monotonic() + 120
+    pid = None
+    while time.monotonic() < deadline:
+        if pid is None and run_log.is_file():
+            found = re.search(r"in process (\d+)", run_log.read_text(encoding="utf-8"))
+            pid = int(found.group(1)) if found else None
+        if pid is not None and any(checkpoints.glob("step-*")):
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.005)
+
+
+def _only_in_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make training, scoring and embedding impossible in this (the driver's) process: under
+    Ray they must run in workers, which import their own copies of these modules."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the driver computed a unit that belongs in a Ray task")
+
+    monkeypatch.setattr("whichlora.train.loop.train_adapter", refuse)
+    monkeypatch.setattr("whichlora.study.scoring.load_scoring_model", refuse)
+    monkeypatch.setattr("whichlora.analyze.representations.layer_representations", refuse)
+
+
+def _ray_study(model_dir: Path, **executor: Any) -> dict[str, Any]:
+    study = tiny_study(
+        model_dir,
+        techniques=["lora", "dora"],
+        executor={"kind": "ray", "cpus_per_run": 1, **executor},
+    )
+    # enough steps that a kill after the first checkpoint lands mid-training
+    study["training"].update(steps=40, checkpoint_every=4)
+    return study
+
+
+def test_ray_survives_a_worker_killed_mid_training(
+    tmp_path: Path, tiny_model_dir: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGKILLed training worker (no retries left) becomes a failed unit with the reason;
+    the study goes on (the other run trains and every model is scored, in Ray tasks); the next
+    call retries the run, which resumes from its checkpoint, and the study ends with exactly the
+    results of an uninterrupted local study."""
+    remote = _ray_study(tiny_model_dir, max_retries=0)
+    local = {**remote, "executor": {"kind": "local"}}
+    run_study(write_study(tmp_path, local), tmp_path / "local", stages=("train", "evaluate"))
+    (tmp_path / "ray").mkdir()
+    path = write_study(tmp_path / "ray", remote)
+    out = tmp_path / "ray-out"
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_when_checkpointed,
+        args=(out / "runs" / "lora-s0.log", out / "runs" / ".lora-s0.ckpt", killed),
+    )
+    killer.start()
+    _only_in_workers(monkeypatch)
     try:
-        results = run_study(remote_path, tmp_path / "ray-out", stages=("train", "evaluate"))
+        run_study(path, out, stages=("train", "evaluate"), progress=False)
     finally:
-        ray.shutdown()
+        killer.join()
+    assert killed, "the worker was not killed mid-training"
+    with Store(out / "results.sqlite") as store:
+        assert store.unit_status("lora-s0", "train") == "failed"
+        error = store.unit_error("lora-s0", "train") or ""
+        assert error.startswith("worker lost") and "Error" in error, error
+        assert store.unit_status("dora-s0", "train") == "done"
+        assert store.unit_status("dora-s0", "evaluate:de") == "done"
+        assert store.unit_status("base", "evaluate:de") == "done"
+    # resumed: the lost run is retried (no --retry-failed needed), embedded for the analysis
+    results = run_study(path, out, stages=("train", "evaluate", "analyze"), progress=False)
     assert set(results.costs["run_id"]) == {"lora-s0", "dora-s0"}
-    local_dump, ray_dump = results_of(tmp_path / "local"), results_of(tmp_path / "ray-out")
+    local_dump, ray_dump = results_of(tmp_path / "local"), results_of(out)
     assert ray_dump["metrics"] == local_dump["metrics"]
     assert ray_dump["training"] == local_dump["training"]
+    with Store(out / "results.sqlite") as store:
+        assert store.unit_status("study", "analyze") == "done"
+    assert {p.name for p in (out / "analysis" / "reps").glob("*.npz")} == {
+        "base.npz",
+        "lora-s0.npz",
+        "dora-s0.npz",
+    }
+
+
+@pytest.mark.slow
+def test_ray_retries_a_killed_worker_and_the_run_resumes(
+    tmp_path: Path, tiny_model_dir: Path, local_ray: Any
+) -> None:
+    """With a retry left, a SIGKILLed worker is invisible in the results: Ray reruns the task,
+    the run resumes from its checkpoint, and nothing is recorded as failed."""
+    remote = _ray_study(tiny_model_dir, max_retries=1)
+    local = {**remote, "executor": {"kind": "local"}}
+    run_study(write_study(tmp_path, local), tmp_path / "local", stages=("train",))
+    (tmp_path / "ray").mkdir()
+    out = tmp_path / "ray-out"
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_when_checkpointed,
+        args=(out / "runs" / "lora-s0.log", out / "runs" / ".lora-s0.ckpt", killed),
+    )
+    killer.start()
+    try:
+        run_study(write_study(tmp_path / "ray", remote), out, stages=("train",), progress=False)
+    finally:
+        killer.join()
+    assert killed
+    with Store(out / "results.sqlite") as store:
+        assert {store.unit_status(r, "train") for r in ("lora-s0", "dora-s0")} == {"done"}
+    assert results_of(out)["training"] == results_of(tmp_path / "local")["training"]
 
 
 @pytest.mark.parametrize("technique", ["dora", "vera", "adalora", "pissa"])

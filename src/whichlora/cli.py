@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train, evaluate, analyse and report every run (resumable)")
     _study_args(p)
-    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="train failed runs again (runs whose Ray worker was lost are retried anyway)",
+    )
     p = sub.add_parser(
         "plan", help="dry run: every unit done, new or stale, and the cost of what remains"
     )
@@ -60,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only say what would be freed")
     p = sub.add_parser("train", help="train every run not trained yet")
     _study_args(p)
-    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="train failed runs again (runs whose Ray worker was lost are retried anyway)",
+    )
     p = sub.add_parser("evaluate", help="evaluate the base model and every trained run")
     _study_args(p)
     p.add_argument("--run", help="only this run id (or 'base')")

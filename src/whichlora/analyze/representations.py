@@ -30,6 +30,7 @@ __all__ = [
     "POOLINGS",
     "Representations",
     "cached_representations",
+    "is_cached",
     "layer_representations",
     "representation_key",
     "representations_path",
@@ -265,6 +266,12 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
 def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
     adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
     return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+
+
+def is_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
+    """Whether `run_id`'s vectors for `texts` are on disk (and current): nothing to compute."""
+    path = representations_path(ctx.study_dir, run_id)
+    return _load_npz(path, representation_key(ctx, run_id, texts)) is not None
 
 
 def cached_representations(

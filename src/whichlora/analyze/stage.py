@@ -37,7 +37,11 @@ from whichlora.analyze.measures import (
     retrieval_accuracy,
     unbiased_hsic,
 )
-from whichlora.analyze.representations import Representations, cached_representations
+from whichlora.analyze.representations import (
+    Representations,
+    cached_representations,
+    is_cached,
+)
 from whichlora.analyze.verdict_rows import directions, json_safe, verdict_rows
 from whichlora.errors import WhichloraError
 from whichlora.store import BASE
@@ -47,6 +51,7 @@ log = logging.getLogger("whichlora")
 __all__ = [
     "analyze_stage",
     "analysis_rows",
+    "embedding_pending",
     "cka_rows",
     "evaluated_runs",
     "model_rows",
@@ -437,6 +442,25 @@ def significance_rows(
 # --------------------------------------------------------------------------- the stage
 
 
+def _stage_inputs(ctx: Any, key: str | None) -> tuple[list[str], dict[str, Any], bool]:
+    """(evaluated run ids, what the stage is computed from, whether it is done for that)."""
+    run_ids = [r.run_id for r in evaluated_runs(ctx)]
+    inputs = {"version": ANALYSIS_VERSION, "runs": sorted(run_ids), "key": key}
+    done = ctx.store.unit_status("study", STAGE) == "done" and ctx.store.get_kv(KV_INPUTS) == inputs
+    return run_ids, inputs, done
+
+
+def embedding_pending(ctx: Any, key: str | None) -> tuple[list[str], dict[str, list[str]]]:
+    """(models whose representations the stage would compute, the parallel texts): none when
+    the stage is done for these inputs or every model's vectors are cached. An executor embeds
+    these elsewhere (into the study folder's cache), so the stage itself only reads them."""
+    run_ids, _, done = _stage_inputs(ctx, key)
+    if done:
+        return [], {}
+    texts = parallel_texts(ctx.study)
+    return [m for m in [BASE, *run_ids] if not is_cached(ctx, m, texts)], texts
+
+
 def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> None:
     """Compute and store representation measures and significance tests for the study.
 
@@ -455,10 +479,8 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     from tqdm.auto import tqdm
 
     study = ctx.study
-    runs = evaluated_runs(ctx)
-    run_ids = [r.run_id for r in runs]
-    inputs = {"version": ANALYSIS_VERSION, "runs": sorted(run_ids), "key": key}
-    if ctx.store.unit_status("study", STAGE) == "done" and ctx.store.get_kv(KV_INPUTS) == inputs:
+    run_ids, inputs, done = _stage_inputs(ctx, key)
+    if done:
         return
     ctx.store.clear_stage(STAGE)
     ctx.store.set_kv(KV_INPUTS, {"pending": inputs})  # never matches: a crash redoes the stage

@@ -328,7 +328,16 @@ class ExecutorSpec(Strict):
     kind: Literal["local", "ray"] = "local"
     address: str | None = Field(None, description="Ray address; None starts a local Ray")
     cpus_per_run: Annotated[float, Field(gt=0)] = 1
-    gpus_per_run: Annotated[float, Field(ge=0)] = 0
+    gpus_per_run: Annotated[float, Field(ge=0)] | None = Field(
+        None,
+        description="GPUs per Ray task; required when the cluster has GPUs (0 with model.device: "
+        "cpu to train on CPUs on purpose)",
+    )
+    max_retries: Annotated[int, Field(ge=0)] = Field(
+        2,
+        description="Ray retries of a task whose worker died (killed for memory, node lost); "
+        "then the unit is recorded as failed and the study goes on",
+    )
 
 
 class Study(Strict):

@@ -30,7 +30,8 @@ from whichlora.report.layers import (
     lines_figure,
     similarity_maps,
 )
-from whichlora.report.tables import cost_table
+from whichlora.report.tables import cost_table, overhead_table
+from whichlora.store import BASE
 
 ERROR_CHARS = 600
 
@@ -109,6 +110,9 @@ def cost_section(inputs: ReportInputs) -> Section:
         section.note("No cost records yet: they are written when a run finishes training.")
     else:
         section.blocks.append(table)
+        overhead = overhead_table(inputs)
+        if overhead is not None:
+            section.blocks.append(overhead)
     atlas = atlas_cost_table(inputs)
     if atlas is not None:
         section.blocks.append(atlas)
@@ -206,6 +210,12 @@ def training_section(inputs: ReportInputs) -> Section:
                 ),
                 failed[["run_id", "label", "seed", "failed_stage", "error"]],
             )
+        )
+    for unit in inputs.failed_shared.itertuples():
+        what = "the base model's" if unit.run_id == BASE else "the study's"
+        section.note(
+            f"Unit {unit.stage} ({what}) failed: {unit.error or '(no message)'}. The next "
+            "`whichlora run` redoes it."
         )
     section.blocks.append(_runs_table(inputs))
     section.blocks.append(Heading("Study configuration (resolved.yaml)"))

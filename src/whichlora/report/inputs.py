@@ -49,6 +49,8 @@ class ReportInputs:
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, metric, technique, ...
     atlas: pd.DataFrame = field(default_factory=pd.DataFrame)  # atlas examples, every language
     atlas_cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, seconds, tokens
+    # failed units that belong to no run: the base model's evaluation, the study's analysis
+    failed_shared: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, stage, error
 
     @property
     def targets(self) -> list[str]:
@@ -186,4 +188,11 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         atlas_cost=_atlas_cost(store, atlas_rows["metrics"], keep),
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
+    inputs.failed_shared = _failed_shared(store)
     return inputs
+
+
+def _failed_shared(store: Store) -> pd.DataFrame:
+    units = store.frame("units")
+    shared = units[units["run_id"].isin([BASE, "study"]) & (units["status"] == "failed")]
+    return shared[["run_id", "stage", "error"]].reset_index(drop=True)

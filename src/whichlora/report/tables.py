@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from whichlora.evaluate.suite import HIGHER_IS_BETTER
-from whichlora.report.document import Table, fmt_bytes, fmt_ci, fmt_int, fmt_num
+from whichlora.report.document import Table, finite, fmt_bytes, fmt_ci, fmt_int, fmt_num
 from whichlora.report.inputs import ReportInputs
 
 SHOWN_METRICS = ("mc_acc", "nll", "chrf", "fidelity")
@@ -155,6 +155,7 @@ def cost_table(inputs: ReportInputs) -> Table | None:
     if costs.empty:
         return None
     display = []
+    on_gpu = "peak_gpu_mb" in costs and bool(costs["peak_gpu_mb"].notna().any())
     for label in [lab for lab in inputs.labels if lab in set(costs["label"])]:
         c = costs[costs["label"] == label].mean(numeric_only=True)
         n = int((costs["label"] == label).sum())
@@ -168,6 +169,7 @@ def cost_table(inputs: ReportInputs) -> Table | None:
                 "% of base": f"{pct:.3g}%" if math.isfinite(pct) else "–",
                 "s / step": fmt_num(c["seconds_per_step"], 3),
                 "tokens / s": fmt_int(c["tokens_per_second"]),
+                **({"peak GPU (MiB)": fmt_int(c.get("peak_gpu_mb"))} if on_gpu else {}),
                 "peak RSS (MiB)": fmt_int(c["peak_rss_mb"]),
                 "adapter size": fmt_bytes(c["adapter_bytes"]),
                 "wall time (s)": fmt_num(c["wall_seconds"], 1),
@@ -176,8 +178,81 @@ def cost_table(inputs: ReportInputs) -> Table | None:
     return Table(
         "costs",
         "Training cost per technique (mean over seeds). Trainable parameters are measured on the "
-        "model, % of base = share of the base model's parameters; peak RSS is the training "
-        "process's peak resident memory.",
+        "model, % of base = share of the base model's parameters. Time per step and tokens per "
+        "second leave out each run's first (warm-up) step; wall time includes it. Peak memory is "
+        "each run's own peak (reset when the run starts): GPU memory held by tensors, and the "
+        "training process's resident memory (RSS).",
         pd.DataFrame(display),
         costs.rename(columns={"label": "technique"}),
     )
+
+
+OVERHEAD_OF = ("dora", "vera")  # the techniques whose cost next to LoRA readers ask about
+REFERENCE = "lora"
+
+
+def overhead_table(inputs: ReportInputs) -> Table | None:
+    """DoRA's and VeRA's time per step and peak memory as ratios to LoRA's (means over seeds):
+    the numbers their cost is usually judged by. None unless LoRA and one of them were trained.
+    GPU memory when both sides ran on a GPU, else host RSS."""
+    costs = inputs.costs.merge(inputs.runs[["run_id", "label", "technique"]], on="run_id")
+    if "peak_gpu_mb" not in costs:
+        costs = costs.assign(peak_gpu_mb=math.nan)
+    reference = _reference_label(inputs, costs)
+    if reference is None:
+        return None
+    ref = costs[costs["label"] == reference].mean(numeric_only=True)
+    display, data = [], []
+    for label in inputs.labels:
+        mine = costs[costs["label"] == label]
+        if mine.empty or str(mine["technique"].iloc[0]) not in OVERHEAD_OF:
+            continue
+        c = mine.mean(numeric_only=True)
+        gpu = finite(c["peak_gpu_mb"]) and finite(ref["peak_gpu_mb"])
+        memory = "peak_gpu_mb" if gpu else "peak_rss_mb"
+        time_ratio = _ratio(c["seconds_per_step"], ref["seconds_per_step"])
+        memory_ratio = _ratio(c[memory], ref[memory])
+        display.append(
+            {
+                "technique": label,
+                "relative to": reference,
+                "time / step": f"{fmt_num(time_ratio, 2)}×",
+                "peak memory": f"{fmt_num(memory_ratio, 2)}×",
+                "memory measured": "GPU" if gpu else "host RSS",
+            }
+        )
+        data.append(
+            {
+                "technique": label,
+                "reference": reference,
+                "time_per_step_ratio": time_ratio,
+                "peak_memory_ratio": memory_ratio,
+                "memory": memory,
+            }
+        )
+    if not display:
+        return None
+    return Table(
+        "overhead",
+        f"Overhead relative to {reference} (ratio of means over seeds; 1.00× = the same cost).",
+        pd.DataFrame(display),
+        pd.DataFrame(data),
+    )
+
+
+def _reference_label(inputs: ReportInputs, costs: pd.DataFrame) -> str | None:
+    """The LoRA label to compare with: the baseline when it is LoRA, else the first LoRA label."""
+    labels = [
+        lab
+        for lab in inputs.labels
+        if not costs[(costs["label"] == lab) & (costs["technique"] == REFERENCE)].empty
+    ]
+    if not labels:
+        return None
+    return inputs.baseline if inputs.baseline in labels else labels[0]
+
+
+def _ratio(value: object, reference: object) -> float:
+    if not (finite(value) and finite(reference)) or float(reference) <= 0:  # type: ignore[arg-type]
+        return math.nan
+    return float(value) / float(reference)  # type: ignore[arg-type]

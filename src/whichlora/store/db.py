@@ -68,11 +68,13 @@ CREATE TABLE IF NOT EXISTS costs (
     rank INTEGER,
     trainable_params INTEGER,
     trainable_fraction REAL,
-    seconds_per_step REAL,
-    tokens_per_second REAL,
-    peak_rss_mb REAL,
+    seconds_per_step REAL,         -- mean over the steps after the first (warm-up) step
+    tokens_per_second REAL,        -- likewise
+    peak_rss_mb REAL,              -- the run's own peaks (train/memory.py); NULL when unknown
     adapter_bytes INTEGER,
-    wall_seconds REAL
+    wall_seconds REAL,
+    peak_gpu_mb REAL,              -- NULL on CPU
+    first_step_seconds REAL
 );
 CREATE TABLE IF NOT EXISTS generations (
     run_id TEXT NOT NULL,
@@ -115,8 +117,17 @@ CREATE TABLE IF NOT EXISTS kv (
 VOLATILE = {
     "units": ("seconds", "finished_at"),
     "training": ("seconds",),
-    "costs": ("seconds_per_step", "tokens_per_second", "peak_rss_mb", "wall_seconds"),
+    "costs": (
+        "seconds_per_step",
+        "tokens_per_second",
+        "peak_rss_mb",
+        "wall_seconds",
+        "peak_gpu_mb",
+        "first_step_seconds",
+    ),
 }
+
+ADDED_COST_COLUMNS = ("peak_gpu_mb", "first_step_seconds")
 
 TABLE_KEYS = {
     "metrics": "run_id",
@@ -149,6 +160,10 @@ class Store:
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(units)")}
         if "key" not in columns:  # a store from before content keys: every unit is stale
             self._conn.execute("ALTER TABLE units ADD COLUMN key TEXT")
+        costs = {r[1] for r in self._conn.execute("PRAGMA table_info(costs)")}
+        for column in ADDED_COST_COLUMNS:  # a store from before per-run peaks: NULL in old rows
+            if column not in costs:
+                self._conn.execute(f"ALTER TABLE costs ADD COLUMN {column} REAL")
 
     @classmethod
     def empty(cls) -> Store:

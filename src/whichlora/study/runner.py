@@ -14,20 +14,14 @@ uninterrupted one.
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
-from typing import Any
 
 from whichlora.errors import WhichloraError
-from whichlora.evaluate.suite import EvalSet
-from whichlora.models.scoring import load_scoring_model
 from whichlora.store import BASE
-from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
-from whichlora.study.executors import get_executor
-from whichlora.study.keys import ATLAS, HARNESS, TRAIN, VALIDATE
+from whichlora.study.executors import Executor, get_executor
+from whichlora.study.keys import TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
-from whichlora.study.units import progress_bar, unit_rows
+from whichlora.study.units import is_lost_worker
 
 log = logging.getLogger("whichlora")
 STAGES = ("train", "evaluate", "analyze", "report")
@@ -43,115 +37,39 @@ def apply_threads(ctx: StudyContext) -> None:
         torch.set_num_threads(ctx.study.training.threads)
 
 
-def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
-    """The model `run_id` is scored as: a fresh base, plus the run's adapter from disk."""
-    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
-
-
 # ---------------------------------------------------------------------------------- train
 def pending_training(ctx: StudyContext, retry_failed: bool = False) -> list[RunSpec]:
-    """Runs never trained, or trained with other inputs (stale), or failed when retrying."""
+    """Runs never trained, or trained with other inputs (stale), or failed when retrying; a run
+    whose worker was lost is always retried (its inputs may be fine)."""
     out = []
     for run in ctx.runs:
         status = ctx.unit_status(run.run_id, TRAIN)
-        if status in (None, "stale") or (status == "failed" and retry_failed):
+        if status in (None, "stale") or (
+            status == "failed"
+            and (retry_failed or is_lost_worker(ctx.store.unit_error(run.run_id, TRAIN)))
+        ):
             out.append(run)
     return out
 
 
-def train_stage(ctx: StudyContext, *, progress: bool = True, retry_failed: bool = False) -> None:
+def train_stage(
+    ctx: StudyContext,
+    *,
+    progress: bool = True,
+    retry_failed: bool = False,
+    executor: Executor | None = None,
+) -> None:
     pending = pending_training(ctx, retry_failed)
     if not pending:
         return
     records, _ = ctx.data()
-    get_executor(ctx.study.executor).train(ctx, pending, records, progress=progress)
+    executor = executor or get_executor(ctx.study.executor)
+    executor.train(ctx, pending, records, progress=progress)
 
 
 # ------------------------------------------------------------------------------- evaluate
-def _only_language(evalset: EvalSet, language: str) -> EvalSet:
-    return EvalSet(
-        knowledge={k: v for k, v in evalset.knowledge.items() if k == language},
-        heldout={k: v for k, v in evalset.heldout.items() if k == language},
-        generation={k: v for k, v in evalset.generation.items() if k == language},
-        validation=[],
-    )
-
-
-def _score_unit(
-    ctx: StudyContext, model: Any, tokenizer: Any, run_id: str, stage: str
-) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, str, tuple[Any, ...]]]]:
-    """One scoring unit's rows and what it wrote before (to replace): one evaluation language of
-    the built-in suite, one harness task, or the validation split."""
-    from whichlora.evaluate.suite import evaluate_model, evaluate_validation
-
-    _, evalset = ctx.data()
-    spec = ctx.study.evaluation
-    kind, _, name = stage.partition(":")
-    if kind == VALIDATE:
-        result = evaluate_validation(
-            model, tokenizer, evalset.validation, run_id, batch_size=spec.batch_size
-        )
-        return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
-    if kind == ATLAS:
-        from whichlora.evaluate.atlas import score_atlas
-
-        result, tokens = score_atlas(
-            model, tokenizer, ctx.atlas_texts(), run_id, batch_size=spec.batch_size
-        )
-        log.info("atlas of %s: %d tokens scored", run_id, tokens)
-        return {"metrics": result.metrics, "examples": result.examples}, unit_rows(run_id, stage)
-    if kind == HARNESS:
-        from whichlora.evaluate.harness import run_harness
-
-        metrics, examples = run_harness(
-            model,
-            tokenizer,
-            [name],
-            include_path=(
-                str(Path(spec.harness_include_path).resolve())
-                if spec.harness_include_path
-                else None
-            ),
-            limit=spec.harness_limit,
-            batch_size=spec.batch_size,
-            run_id=run_id,
-        )
-        return {"metrics": metrics, "examples": examples}, unit_rows(run_id, stage)
-    result = evaluate_model(
-        model,
-        tokenizer,
-        _only_language(evalset, name),
-        run_id,
-        batch_size=spec.batch_size,
-        max_new_tokens=spec.max_new_tokens,
-    )
-    rows = {"metrics": result.metrics, "examples": result.examples}
-    rows["generations"] = result.generations
-    return rows, unit_rows(run_id, stage)
-
-
-def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str]) -> None:
-    """Every unfinished unit in `stages` of one model, each in its own transaction; the model
-    is loaded once, and only when something is left to do."""
-    pending = [s for s in stages if ctx.unit_status(run_id, s) != "done"]
-    if not pending:
-        return
-    model, tokenizer = scoring_model(ctx, run_id)
-    try:
-        for stage in pending:
-            started = time.perf_counter()
-            rows, clear = _score_unit(ctx, model, tokenizer, run_id, stage)
-            ctx.store.finish_unit(
-                run_id,
-                stage,
-                rows,
-                clear=clear,
-                seconds=time.perf_counter() - started,
-                key=ctx.key(run_id, stage),
-            )
-    finally:
-        del model
+def _pending_units(ctx: StudyContext, run_id: str, stages: list[str]) -> list[str]:
+    return [s for s in stages if ctx.unit_status(run_id, s) != "done"]
 
 
 def select_learning_rates(ctx: StudyContext) -> list[str]:
@@ -188,8 +106,18 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
     return chosen
 
 
-def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool = True) -> None:
+def evaluate_stage(
+    ctx: StudyContext,
+    *,
+    only: str | None = None,
+    progress: bool = True,
+    executor: Executor | None = None,
+) -> None:
+    """Score the base and the runs: first the base's test units and the sweep's validation
+    (which choose learning rates), then the test units of the selected runs. The executor
+    decides where each model is scored; every unit is recorded here."""
     apply_threads(ctx)
+    executor = executor or get_executor(ctx.study.executor)
     trained = [r for r in ctx.runs if ctx.unit_status(r.run_id, TRAIN) == "done"]
     if only is not None:
         if only != BASE and only not in {r.run_id for r in ctx.runs}:
@@ -204,19 +132,37 @@ def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool
     sweep = [r for r in trained if r.sweep]
     models: list[tuple[str, list[str]]] = [(BASE, ctx.test_stages())]
     models += [(r.run_id, [VALIDATE]) for r in sweep]
-    bar = progress_bar(len(models) + len(trained), "evaluate", progress)
-    for run_id, stages in models:
-        if only in (None, run_id):
-            _evaluate_units(ctx, run_id, stages)
-        bar.update(1)
+    first = [
+        (run_id, _pending_units(ctx, run_id, stages))
+        for run_id, stages in models
+        if only in (None, run_id)
+    ]
+    executor.evaluate(ctx, [job for job in first if job[1]], progress=progress)
     if all(ctx.unit_status(r.run_id, TRAIN) in ("done", "failed") for r in ctx.runs):
         select_learning_rates(ctx)
     selected = {r.run_id for r in ctx.selected_runs()}
-    for run in trained:
-        if run.run_id in selected and only in (None, run.run_id):
-            _evaluate_units(ctx, run.run_id, ctx.test_stages())
-        bar.update(1)
-    bar.close()
+    second = [
+        (run.run_id, _pending_units(ctx, run.run_id, ctx.test_stages()))
+        for run in trained
+        if run.run_id in selected and only in (None, run.run_id)
+    ]
+    executor.evaluate(ctx, [job for job in second if job[1]], progress=progress)
+
+
+def analyze_step(ctx: StudyContext, *, progress: bool = True, executor: Executor) -> None:
+    """Embed the models where the executor runs them, then analyse here. A model that could not
+    be embedded fails the analysis unit (with the reason) instead of the study; the next call
+    redoes it."""
+    from whichlora.analyze.stage import STAGE, analyze_stage
+
+    key = ctx.analysis_key()
+    lost = executor.embed(ctx, key, progress=progress)
+    if lost:
+        reason = "; ".join(f"embedding {model}: {why}" for model, why in lost.items())
+        log.error("analysis skipped: %s", reason)
+        ctx.store.finish_unit("study", STAGE, {}, status="failed", error=reason, key=key)
+        return
+    analyze_stage(ctx, progress=progress, key=key)
 
 
 # ------------------------------------------------------------------------------ whole run
@@ -228,14 +174,13 @@ def run_all(
     retry_failed: bool = False,
 ) -> None:
     apply_threads(ctx)
+    executor = get_executor(ctx.study.executor)
     if "train" in stages:
-        train_stage(ctx, progress=progress, retry_failed=retry_failed)
+        train_stage(ctx, progress=progress, retry_failed=retry_failed, executor=executor)
     if "evaluate" in stages:
-        evaluate_stage(ctx, progress=progress)
+        evaluate_stage(ctx, progress=progress, executor=executor)
     if "analyze" in stages:
-        from whichlora.analyze.stage import analyze_stage
-
-        analyze_stage(ctx, progress=progress, key=ctx.analysis_key())
+        analyze_step(ctx, progress=progress, executor=executor)
     if "report" in stages:
         from whichlora.report.build import build_report
 

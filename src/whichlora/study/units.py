@@ -36,6 +36,19 @@ def describe_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+# A unit whose worker died (killed for memory, node lost, SIGKILL) after its retries: the inputs
+# may be fine, so a resumed study retries it without --retry-failed.
+WORKER_LOST = "worker lost"
+
+
+def lost_worker(reason: str) -> str:
+    return f"{WORKER_LOST}: {reason}"
+
+
+def is_lost_worker(error: str | None) -> bool:
+    return bool(error) and str(error).startswith(WORKER_LOST)
+
+
 def _run_logger(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -59,18 +72,31 @@ def _training_rows(run_id: str, train_log: dict[str, Any]) -> dict[str, list[dic
         }
         for s in train_log["steps"]
     ]
+    seconds_per_step, tokens_per_second = steady_speed(train_log["steps"])
     cost = {
         "run_id": run_id,
         "rank": budget["rank"],
         "trainable_params": budget["trainable_params"],
         "trainable_fraction": budget["trainable_fraction"],
-        "seconds_per_step": summary["seconds_per_step"],
-        "tokens_per_second": summary["tokens_per_second"],
+        "seconds_per_step": seconds_per_step,
+        "tokens_per_second": tokens_per_second,
+        "first_step_seconds": train_log["steps"][0]["seconds"],
         "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_gpu_mb": summary.get("peak_gpu_mb"),  # a log from before per-run peaks has none
         "adapter_bytes": summary["adapter_bytes"],
         "wall_seconds": summary["wall_seconds"],
     }
     return {"training": steps, "costs": [cost]}
+
+
+def steady_speed(steps: list[dict[str, Any]]) -> tuple[float, float]:
+    """(seconds per step, tokens per second) over the steps after the first: the first step
+    pays one-off costs (kernel selection, allocator growth, lazy imports) that say nothing about
+    the technique; a one-step run has only its first step."""
+    steady = steps[1:] or steps
+    seconds = sum(s["seconds"] for s in steady)
+    tokens = sum(s["tokens"] for s in steady)
+    return seconds / len(steady), (tokens / seconds if seconds > 0 else 0.0)
 
 
 def key_file(run_dir: Path) -> Path:
@@ -120,11 +146,12 @@ def train_one(
     handler = _run_logger(run_dir.parent / f"{run_dir.name}.log")
     try:
         log.info(
-            "training %s (%s, seed %s, lr %g)",
+            "training %s (%s, seed %s, lr %g) in process %d",
             run.run_id,
             run.technique,
             run.seed,
             run.learning_rate,
+            os.getpid(),  # which worker to look at (or kill) on a cluster
         )
         train_log = train_adapter(run.request, records, run_dir, on_step=on_step)
         summary = train_log["summary"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import platform
 import random
-import resource
 import shutil
 import tempfile
 import time
@@ -42,6 +41,7 @@ from whichlora.train.checkpoint import (
     request_fingerprint,
 )
 from whichlora.train.distributed import SINGLE, World, train_in_processes
+from whichlora.train.memory import PeakMemory
 from whichlora.train.precision import autocast, grad_scaler, resolve_precision
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 from whichlora.train.tracking import StepTrackers
@@ -121,10 +121,6 @@ def library_versions() -> dict[str, str]:
         "peft": peft.__version__,
         "python": platform.python_version(),
     }
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
@@ -254,6 +250,7 @@ def train_adapter(
     if request.processes > 1 and world is None:
         return train_in_processes(request, records, out_dir, on_step)
     world = world or SINGLE
+    memory = PeakMemory()  # this run's own peaks, not the process's so far (train/memory.py)
     if request.threads:
         torch.set_num_threads(request.threads)
     technique = get_technique(request.technique)
@@ -477,7 +474,7 @@ def train_adapter(
                 "prepare_seconds": prepare_seconds,
                 "seconds_per_step": wall / request.steps,
                 "tokens_per_second": tokens_seen / wall if wall > 0 else 0.0,
-                "peak_rss_mb": peak_rss_mb(),
+                **memory.read(),  # peak_rss_mb, peak_gpu_mb
                 "adapter_bytes": adapter_bytes,
                 "threads": torch.get_num_threads(),
                 "processes": world.size,
