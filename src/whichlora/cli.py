@@ -368,6 +368,10 @@ def _print_outcome(ctx: object, stages: tuple[str, ...]) -> None:
     ]
     for run_id, error in failed:
         print(f"run {run_id} failed: {error}", file=sys.stderr)
+    for (run_id, stage), (status, _) in sorted(ctx.store.units().items()):
+        if status == "failed" and stage != "train":  # scoring or analysis: a lost Ray worker
+            error = ctx.store.unit_error(run_id, stage)
+            print(f"{stage} of {run_id} failed: {error} (retried next run)", file=sys.stderr)
     if "report" in stages:
         print(f"report: {ctx.study_dir / 'report' / 'report.html'}")
     print(f"study folder: {ctx.study_dir}")

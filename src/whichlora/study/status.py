@@ -1,7 +1,8 @@
 """Where each unit of a study stands (a dry run), and what `whichlora gc` may free.
 
 States: `done` (finished for its current inputs: reused), `failed` (finished with an error;
-`--retry-failed` tries again), `new` (never computed), `stale` (finished for other inputs:
+`--retry-failed` trains again; a run whose Ray worker was lost, and any other failed unit, is
+retried anyway), `new` (never computed), `stale` (finished for other inputs:
 redone, replacing the old results, only with `--yes`), and `unused` (in the store but no longer
 asked for by the study: left out of the analysis and report, kept until `whichlora gc`).
 """
