@@ -266,8 +266,9 @@ def atlas_section(inputs: ReportInputs, doc: Document) -> Section:
     unseen = table[table["group"] == "unseen"]
     n_lang = unseen["language"].nunique()
     unknown = unseen[~unseen["known"].astype(bool)]["language"].unique()
+    k = inputs.study.evaluation.atlas.articles
     section.text(
-        f"NLL per UTF-8 byte of UDHR articles 1–{inputs.study.evaluation.atlas.articles} in "
+        f"NLL per UTF-8 byte of UDHR {'article 1' if k == 1 else f'articles 1–{k}'} in "
         f"{table['language'].nunique()} languages ({n_lang} never trained on), against the base "
         "model. Negative = the technique made the language more predictable. Below: the "
         f"{n_lang} unseen languages; every language is in tables/atlas.csv."
@@ -332,7 +333,7 @@ def atlas_section(inputs: ReportInputs, doc: Document) -> Section:
                     row[name] = f"{r['name']} ({r['language']}, {r['script']})"
                     row[f"{name} Δ"] = fmt_num(r["delta_nll_byte"], 4, signed=True)
             rows.append(row)
-        shown = pd.DataFrame(rows)
+        shown = pd.DataFrame(rows).fillna("")  # fewer hurt than helped: blank, not 'nan'
         section.blocks.append(
             Table(f"atlas_extremes_{label}", f"{label}: Δ nats per byte.", shown, shown)
         )
