@@ -389,7 +389,7 @@ class Study(Strict):
                 "model.device_map splits one copy across GPUs: use one of them"
             )
         gpus = self.executor.gpus_per_run
-        if self.executor.kind == "ray" and 0 < gpus < self.training.processes:
+        if self.executor.kind == "ray" and gpus and gpus < self.training.processes:
             raise ValueError(
                 f"training.processes is {self.training.processes} but executor.gpus_per_run is "
                 f"{gpus:g}: a run's processes take one GPU each; set gpus_per_run to "

@@ -20,21 +20,21 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT = "fp32"  # what every run trained in before `training.precision` existed
 
 
-def on_gpu(device: str, gpus_per_run: float = 0) -> bool:
+def on_gpu(device: str, gpus_per_run: float | None = None) -> bool:
     """Whether a run with this `model.device` trains on a CUDA GPU. A Ray cluster's GPUs may not
     be visible to the driver that plans the study: `executor.gpus_per_run > 0` says they exist."""
     if device.startswith("cuda"):
         return True
     if device != "auto":
         return False
-    if gpus_per_run > 0:
+    if gpus_per_run:  # None (not set) or 0: no GPUs asked for
         return True
     import torch
 
     return torch.cuda.is_available()
 
 
-def resolve_precision(precision: str, device: str, gpus_per_run: float = 0) -> str:
+def resolve_precision(precision: str, device: str, gpus_per_run: float | None = None) -> str:
     """The precision "auto" stands for on this device; an explicit choice is returned as is."""
     if precision != "auto":
         return precision
