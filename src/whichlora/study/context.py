@@ -147,6 +147,7 @@ def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) 
     from whichlora.techniques.registry import get_technique
 
     checked: set[str] = set()
+    problems: list[str] = []  # every technique's, so one preflight names all that need a fix
     for run in runs:
         request = run.request
         fields = (
@@ -169,13 +170,20 @@ def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) 
             settings, _ = settings_for_request(config, technique, request)
             _check_optimizer(config, technique, settings, request)
         except WhichloraError as exc:
-            raise WhichloraError(f"Study file {where}, technique '{run.label}': {exc}") from None
+            problems.append(f"technique '{run.label}': {exc}")
         except (ValueError, TypeError, KeyError) as exc:
-            raise WhichloraError(
-                f"Study file {where}, technique '{run.label}': its adapter cannot be built with "
+            problems.append(
+                f"technique '{run.label}': its adapter cannot be built with "
                 f"options {request.options} and {request.steps} training steps ({exc}). Fix: "
                 "correct the technique's options (see `whichlora techniques`) or training.steps."
-            ) from None
+            )
+    if len(problems) == 1:
+        raise WhichloraError(f"Study file {where}, {problems[0]}")
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise WhichloraError(
+            f"Study file {where}: {len(problems)} techniques cannot be planned: {listed}"
+        )
 
 
 def _check_optimizer(config: Any, technique: Any, settings: Any, request: Any) -> None:
