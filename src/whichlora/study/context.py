@@ -142,7 +142,9 @@ def _check_executor(study: Study, where: Path) -> None:
 
 def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) -> None:
     """Resolve every run's adapter settings on the model's config (meta device: no weights), so
-    an impossible rank or a bad technique option fails now, not hours into the study."""
+    an impossible rank or a bad technique option fails now, not hours into the study. Every
+    technique that cannot be planned is named in the one message, so a study over many
+    techniques is fixed in one pass."""
     from whichlora.techniques.budget import settings_for_request
     from whichlora.techniques.registry import get_technique
 
