@@ -45,6 +45,8 @@ OPTION_VALUES: dict[str, Any] = {
     "stable_gamma": 8,
     "beta": 1e-3,
     "gamma": 1e-2,
+    "wavelet_family": "sym2",
+    "use_idwt": False,
 }
 
 

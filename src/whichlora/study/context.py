@@ -158,11 +158,14 @@ def _check_executor(study: Study, where: Path) -> None:
 
 def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) -> None:
     """Resolve every run's adapter settings on the model's config (meta device: no weights), so
-    an impossible rank or a bad technique option fails now, not hours into the study."""
+    an impossible rank or a bad technique option fails now, not hours into the study. Every
+    technique that cannot be planned is named in the one message, so a study over many
+    techniques is fixed in one pass."""
     from whichlora.techniques.budget import settings_for_request
     from whichlora.techniques.registry import get_technique
 
     checked: set[str] = set()
+    problems: list[str] = []  # every technique's, so one preflight names all that need a fix
     for run in runs:
         request = run.request
         fields = (
@@ -185,13 +188,20 @@ def _check_budgets(study: Study, runs: list[RunSpec], config: Any, where: Path) 
             settings, _ = settings_for_request(config, technique, request)
             _check_optimizer(config, technique, settings, request)
         except WhichloraError as exc:
-            raise WhichloraError(f"Study file {where}, technique '{run.label}': {exc}") from None
+            problems.append(f"technique '{run.label}': {exc}")
         except (ValueError, TypeError, KeyError) as exc:
-            raise WhichloraError(
-                f"Study file {where}, technique '{run.label}': its adapter cannot be built with "
+            problems.append(
+                f"technique '{run.label}': its adapter cannot be built with "
                 f"options {request.options} and {request.steps} training steps ({exc}). Fix: "
                 "correct the technique's options (see `whichlora techniques`) or training.steps."
-            ) from None
+            )
+    if len(problems) == 1:
+        raise WhichloraError(f"Study file {where}, {problems[0]}")
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise WhichloraError(
+            f"Study file {where}: {len(problems)} techniques cannot be planned: {listed}"
+        )
 
 
 def _check_optimizer(config: Any, technique: Any, settings: Any, request: Any) -> None:

@@ -653,6 +653,37 @@ def _fourierft(settings: AdapterSettings, options: Any) -> Any:
     )
 
 
+class WaveFtOptions(Options):
+    n_frequency: Annotated[int, Field(ge=1)] = _opt(
+        1000,
+        "wavelet coefficients trained per layer (the capacity knob a budget solves; peft's "
+        "2592 is sized for SDXL, 1000 is FourierFT's default here)",
+    )
+    scaling: Annotated[float, Field(gt=0, le=10000)] = _opt(
+        25.0, "scale of the reconstructed update, like LoRA's alpha"
+    )
+    wavelet_family: Literal["db1", "db2", "db3", "sym2", "sym3", "coif1"] = _opt(
+        "db1", "wavelet of the inverse transform (db1: Haar, the shortest filter)"
+    )
+    use_idwt: bool = _opt(
+        True, "rebuild the update by inverse wavelet transform (False: a sparse update)"
+    )
+
+
+def _waveft(settings: AdapterSettings, options: Any) -> Any:
+    from peft import WaveFTConfig
+
+    # The coefficients' positions come from peft's fixed seed (random_loc_seed), not the run's.
+    return WaveFTConfig(
+        task_type="CAUSAL_LM",
+        n_frequency=options.n_frequency,
+        scaling=options.scaling,
+        wavelet_family=options.wavelet_family,
+        use_idwt=options.use_idwt,
+        target_modules=settings.target_modules,
+    )
+
+
 _ENTRIES = [
     Technique(
         "lora",
@@ -915,6 +946,17 @@ _ENTRIES = [
         _fourierft,
         options=FourierOptions,
         knob=Knob("n_frequency", up_to_smallest_matrix, help="spectral coefficients per layer"),
+        uses_rank=False,
+    ),
+    Technique(
+        "waveft",
+        "A few trained wavelet coefficients per layer at random positions, turned into the "
+        "update by an inverse discrete wavelet transform.",
+        "Bilican et al. 2025, Exploring Sparsity for Parameter Efficient Fine Tuning Using "
+        "Wavelets, arXiv:2505.12532",
+        _waveft,
+        options=WaveFtOptions,
+        knob=Knob("n_frequency", up_to_smallest_matrix, help="wavelet coefficients per layer"),
         uses_rank=False,
     ),
 ]
