@@ -22,7 +22,8 @@ import numpy as np
 from whichlora.errors import WhichloraError
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as pad_token
-from whichlora.models.scoring import load_scoring_model
+from whichlora.models.precision import FP32
+from whichlora.models.scoring import shared_scoring_models
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 
@@ -32,6 +33,7 @@ __all__ = [
     "cached_representations",
     "layer_representations",
     "representation_key",
+    "representations_cached",
     "representations_path",
 ]
 
@@ -203,6 +205,12 @@ def _adapter_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _precision_key(study: Any) -> dict[str, str]:
+    """bf16 vectors are other vectors; fp32 adds nothing, so caches from before stay valid."""
+    precision = getattr(study.evaluation, "precision", FP32)
+    return {} if precision == FP32 else {"precision": precision}
+
+
 def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> str:
     """Hash of everything the vectors depend on: texts, model reference, adapter, extractor."""
     spec = ctx.study.model
@@ -215,6 +223,7 @@ def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]
         "run": run_id,
         "adapter": adapter,
         "merged": bool(ctx.study.evaluation.merge_adapters),
+        **_precision_key(ctx.study),
         "languages": list(texts),
         "texts": {lang: list(sentences) for lang, sentences in texts.items()},
     }
@@ -263,8 +272,17 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
 
 
 def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
+    """The model evaluation scores (the process's shared base copy, plus the run's adapter)."""
     adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)
+
+
+def representations_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
+    """Whether `run_id`'s vectors for `texts` are in the cache already (no model needed)."""
+    path = representations_path(ctx.study_dir, run_id)
+    return _load_npz(path, representation_key(ctx, run_id, texts)) is not None
 
 
 def cached_representations(
@@ -278,8 +296,9 @@ def cached_representations(
 ) -> Representations:
     """Both poolings of `run_id` ('base' or a run) from the cache, computing them on a miss.
 
-    The model is loaded (fresh base plus the run's adapter, via `loader`, default
-    load_scoring_model) only on a miss, and freed before returning.
+    The model is loaded (a copy of the base plus the run's adapter, via `loader`, default the
+    process's shared ScoringModels) only on a miss, and freed before returning. The study's
+    evaluation passes the model it has just scored, so the analysis usually finds a hit.
     """
     path = representations_path(ctx.study_dir, run_id)
     key = representation_key(ctx, run_id, texts)

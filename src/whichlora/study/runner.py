@@ -20,7 +20,7 @@ from typing import Any
 
 from whichlora.errors import WhichloraError
 from whichlora.evaluate.suite import EvalSet
-from whichlora.models.scoring import load_scoring_model
+from whichlora.models.scoring import release_scoring_models, shared_scoring_models
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
@@ -44,9 +44,12 @@ def apply_threads(ctx: StudyContext) -> None:
 
 
 def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
-    """The model `run_id` is scored as: a fresh base, plus the run's adapter from disk."""
+    """The model `run_id` is scored as: a copy of the base (read from disk once per process),
+    plus the run's adapter from disk, in the study's pinned precision."""
     adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)
 
 
 # ---------------------------------------------------------------------------------- train
@@ -123,11 +126,35 @@ def _score_unit(
     return rows, unit_rows(run_id, stage)
 
 
-def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str]) -> None:
-    """Every unfinished unit in `stages` of one model, each in its own transaction; the model
-    is loaded once, and only when something is left to do."""
+def _embedding(ctx: StudyContext, run_id: str) -> Any:
+    """A callable that embeds `run_id` with a given (model, tokenizer) into the analysis's
+    representation cache, or None when the cache holds them already."""
+    from whichlora.analyze.representations import cached_representations, representations_cached
+    from whichlora.analyze.stage import parallel_texts
+
+    texts = parallel_texts(ctx.study)
+    if representations_cached(ctx, run_id, texts):
+        return None
+
+    def embed(model: Any, tokenizer: Any) -> None:
+        cached_representations(
+            ctx,
+            run_id,
+            texts,
+            batch_size=ctx.study.evaluation.batch_size,
+            loader=lambda _ctx, _run: (model, tokenizer),
+        )
+
+    return embed
+
+
+def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str], embed: bool) -> None:
+    """Every unfinished unit in `stages` of one model, each in its own transaction, then (with
+    `embed`) its representations for the analysis: one copy of the base and one merge serve
+    both, made only when something is left to do."""
     pending = [s for s in stages if ctx.unit_status(run_id, s) != "done"]
-    if not pending:
+    embedding = _embedding(ctx, run_id) if embed else None
+    if not pending and embedding is None:
         return
     model, tokenizer = scoring_model(ctx, run_id)
     try:
@@ -142,6 +169,8 @@ def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str]) -> None:
                 seconds=time.perf_counter() - started,
                 key=ctx.key(run_id, stage),
             )
+        if embedding is not None:
+            embedding(model, tokenizer)
     finally:
         del model
 
@@ -199,14 +228,14 @@ def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool
     bar = progress_bar(len(models) + len(trained), "evaluate", progress)
     for run_id, stages in models:
         if only in (None, run_id):
-            _evaluate_units(ctx, run_id, stages)
+            _evaluate_units(ctx, run_id, stages, embed=run_id == BASE)
         bar.update(1)
     if all(ctx.unit_status(r.run_id, TRAIN) in ("done", "failed") for r in ctx.runs):
         select_learning_rates(ctx)
     selected = {r.run_id for r in ctx.selected_runs()}
     for run in trained:
         if run.run_id in selected and only in (None, run.run_id):
-            _evaluate_units(ctx, run.run_id, ctx.test_stages())
+            _evaluate_units(ctx, run.run_id, ctx.test_stages(), embed=True)
         bar.update(1)
     bar.close()
 
@@ -222,12 +251,15 @@ def run_all(
     apply_threads(ctx)
     if "train" in stages:
         train_stage(ctx, progress=progress, retry_failed=retry_failed)
-    if "evaluate" in stages:
-        evaluate_stage(ctx, progress=progress)
-    if "analyze" in stages:
-        from whichlora.analyze.stage import analyze_stage
+    try:
+        if "evaluate" in stages:
+            evaluate_stage(ctx, progress=progress)
+        if "analyze" in stages:
+            from whichlora.analyze.stage import analyze_stage
 
-        analyze_stage(ctx, progress=progress, key=ctx.analysis_key())
+            analyze_stage(ctx, progress=progress, key=ctx.analysis_key())
+    finally:
+        release_scoring_models()
     if "report" in stages:
         from whichlora.report.build import build_report
 
