@@ -16,7 +16,7 @@ from whichlora.models.scoring import ScoringModels, load_scoring_model
 
 # bf16 keeps 8 mantissa bits: each hidden state is rounded to ~0.4%. On the tiny model that moves
 # a token's log-probability by at most ~3e-4 nats (a request's total by < 0.008); the stated
-# tolerance leaves a wide margin. (SmolLM2-135M: see docs/configuration.md, evaluation.precision.)
+# tolerance leaves a wide margin (SmolLM2-135M on real text: see the README, evaluation.precision).
 TOKEN_LOGPROB_TOL = 0.01  # nats per scored token, mean over a request's tokens
 ACC_MARGIN = 0.1  # an item whose fp32 best choice leads by more than this must not flip
 

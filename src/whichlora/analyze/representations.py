@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from whichlora.errors import WhichloraError
+from whichlora.models.flops import add_forward, counting
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.precision import FP32
@@ -40,6 +42,8 @@ __all__ = [
 POOLINGS = ("mean", "last")
 # Bump when the extraction changes, so old caches are not mistaken for new ones.
 REPS_VERSION = 1
+STUDY = "study"  # units of the study as a whole: status and gc leave them alone
+EMBED = "embed"  # stage of an embedding's cost row: "embed:<run_id>" (seconds, tokens, FLOPs)
 MAX_TOKENS = 256
 
 
@@ -155,6 +159,7 @@ def layer_representations(
                 for row, i in enumerate(idx):
                     input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
                     mask[row, : len(ids[i])] = 1
+                add_forward(model, int(lengths.sum()), 0)  # hidden states only: no head
                 out = model(
                     input_ids=input_ids.to(device),
                     attention_mask=mask.to(device),
@@ -308,11 +313,23 @@ def cached_representations(
     if loader is None:
         loader = _load_for_embedding
     model, tokenizer = loader(ctx, run_id)
+    started = time.perf_counter()
     try:
-        reps = layer_representations(
-            model, tokenizer, texts, batch_size=batch_size, poolings=POOLINGS, on_batch=on_batch
-        )
+        with counting() as work:
+            reps = layer_representations(
+                model, tokenizer, texts, batch_size=batch_size, poolings=POOLINGS, on_batch=on_batch
+            )
     finally:
         del model
+    store = getattr(ctx, "store", None)
+    if store is not None:  # before the file: a kill between the two recomputes, never loses it
+        store.finish_unit(
+            STUDY,
+            f"{EMBED}:{run_id}",
+            seconds=time.perf_counter() - started,
+            key=key[:24],
+            tokens=work.tokens,
+            flops=work.flops,
+        )
     _save_npz(path, key, reps)
     return reps

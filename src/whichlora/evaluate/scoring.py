@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from whichlora.errors import WhichloraError
+from whichlora.models.flops import add_forward
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as _pad_id
 
@@ -306,6 +307,7 @@ class _Plan:
 def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:
     """One forward pass; returns (request index, loglikelihood, is_greedy) per request."""
     lay = _layout(rows, plan.pad_id)
+    add_forward(model, sum(row.length for row in rows), len(lay.targets))
     device = model.device
     mask = _block_mask(lay.segments, plan.dtype) if plan.packed else _padding_mask(lay.segments)
     kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
@@ -509,6 +511,12 @@ def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def _until_eos(new_tokens: torch.Tensor, eos_ids: list[int]) -> int:
+    """Generated tokens up to and including the first EOS: what this row needed computed."""
+    tokens = new_tokens.tolist()
+    return next((i + 1 for i, tok in enumerate(tokens) if tok in eos_ids), len(tokens))
+
+
 def _decode_new(tokenizer: Tokenizer, new_tokens: torch.Tensor, eos_ids: list[int]) -> str:
     tokens = new_tokens.tolist()
     stops = [i for i, tok in enumerate(tokens) if tok in eos_ids]
@@ -557,6 +565,8 @@ def generate(
             )
             for i, row in zip(chunk, out[:, ids.shape[1] :], strict=True):
                 outputs[i] = _decode_new(tokenizer, row, eos_ids)
+                new = _until_eos(row, eos_ids)
+                add_forward(model, len(encoded[i]) + new - 1, new)
             if progress is not None:
                 progress(len(chunk))
     return outputs

@@ -29,7 +29,7 @@ from whichlora.report.layers import (
     lines_figure,
     similarity_maps,
 )
-from whichlora.report.tables import cost_table
+from whichlora.report.tables import cost_table, efficiency_table
 
 ERROR_CHARS = 600
 
@@ -108,6 +108,9 @@ def cost_section(inputs: ReportInputs) -> Section:
         section.note("No cost records yet: they are written when a run finishes training.")
     else:
         section.blocks.append(table)
+    floors = efficiency_table(inputs)
+    if floors is not None:
+        section.blocks.append(floors)
     return section
 
 

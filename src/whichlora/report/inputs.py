@@ -15,6 +15,7 @@ import pandas as pd
 
 from whichlora.config.study import Study
 from whichlora.data.languages import evaluation_languages
+from whichlora.report.efficiency import efficiency_rows, study_precisions
 from whichlora.report.style import Palette
 from whichlora.store import BASE, RESOLVED, Store, selected
 
@@ -44,6 +45,7 @@ class ReportInputs:
     resamples: int
     alpha: float
     verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # family, metric, technique, ...
+    efficiency: list[dict[str, Any]] = field(default_factory=list)  # report/efficiency.py rows
 
     @property
     def targets(self) -> list[str]:
@@ -163,4 +165,5 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         alpha=study.analysis.alpha,
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
+    inputs.efficiency = efficiency_rows(store, study_precisions(study))
     return inputs

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS units (
     error TEXT,
     seconds REAL,
     finished_at TEXT DEFAULT (datetime('now')),
+    tokens INTEGER,                -- tokens the unit's forwards needed (no padding)
+    flops REAL,                    -- matmul FLOPs those tokens needed (models/flops.py)
     PRIMARY KEY (run_id, stage)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -149,6 +151,9 @@ class Store:
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(units)")}
         if "key" not in columns:  # a store from before content keys: every unit is stale
             self._conn.execute("ALTER TABLE units ADD COLUMN key TEXT")
+        for name, kind in (("tokens", "INTEGER"), ("flops", "REAL")):
+            if name not in columns:  # a store from before FLOP floors: those units count none
+                self._conn.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
 
     @classmethod
     def empty(cls) -> Store:
@@ -243,8 +248,11 @@ class Store:
         seconds: float | None = None,
         clear: Iterable[tuple[str, str, tuple[Any, ...]]] | None = None,
         key: str | None = None,
+        tokens: int | None = None,
+        flops: float | None = None,
     ) -> None:
-        """Atomically replace a unit's rows and mark it finished (for inputs `key`).
+        """Atomically replace a unit's rows and mark it finished (for inputs `key`), with the
+        tokens and FLOPs its work needed where counted.
 
         `rows` maps table -> rows. What the unit wrote before is deleted first: by default all
         rows of `run_id` in those tables, or exactly the (table, where, params) in `clear`.
@@ -258,9 +266,10 @@ class Store:
             for table, table_rows in rows.items():
                 self._insert(db, table, list(table_rows))
             db.execute(
-                "INSERT OR REPLACE INTO units (run_id, stage, status, key, error, seconds) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, stage, status, key, error, seconds),
+                "INSERT OR REPLACE INTO units "
+                "(run_id, stage, status, key, error, seconds, tokens, flops) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, stage, status, key, error, seconds, tokens, flops),
             )
 
     @staticmethod

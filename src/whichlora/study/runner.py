@@ -20,6 +20,7 @@ from typing import Any
 
 from whichlora.errors import WhichloraError
 from whichlora.evaluate.suite import EvalSet
+from whichlora.models.flops import counting
 from whichlora.models.scoring import release_scoring_models, shared_scoring_models
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
@@ -160,7 +161,8 @@ def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str], embed: bo
     try:
         for stage in pending:
             started = time.perf_counter()
-            rows, clear = _score_unit(ctx, model, tokenizer, run_id, stage)
+            with counting() as work:
+                rows, clear = _score_unit(ctx, model, tokenizer, run_id, stage)
             ctx.store.finish_unit(
                 run_id,
                 stage,
@@ -168,6 +170,8 @@ def _evaluate_units(ctx: StudyContext, run_id: str, stages: list[str], embed: bo
                 clear=clear,
                 seconds=time.perf_counter() - started,
                 key=ctx.key(run_id, stage),
+                tokens=work.tokens or None,  # lm-eval's forwards are not counted
+                flops=work.flops or None,
             )
         if embedding is not None:
             embedding(model, tokenizer)
@@ -241,6 +245,21 @@ def evaluate_stage(ctx: StudyContext, *, only: str | None = None, progress: bool
 
 
 # ------------------------------------------------------------------------------ whole run
+def measure_machine(ctx: StudyContext) -> None:
+    """This machine's float32 and bfloat16 GEMM speed, stored before new work runs: the
+    report's FLOP floors are computed from it (report/efficiency.py). Small GEMMs (1024^3,
+    best of 3: ~0.1 s) so a study pays almost nothing; benchmarks measure at 2048^3."""
+    if all(ctx.unit_status(run_id, stage) == "done" for run_id, stage in ctx.keys):
+        return
+    from whichlora.models.flops import machine_throughput
+    from whichlora.models.loading import resolve_device
+    from whichlora.report.efficiency import MATMUL_KV
+
+    spec = ctx.study.model
+    device = "cuda" if spec.device_map else resolve_device(spec.device)
+    ctx.store.set_kv(MATMUL_KV, machine_throughput(device, size=1024, repeats=3))
+
+
 def run_all(
     ctx: StudyContext,
     *,
@@ -249,6 +268,8 @@ def run_all(
     retry_failed: bool = False,
 ) -> None:
     apply_threads(ctx)
+    if {"train", "evaluate"} & set(stages):
+        measure_machine(ctx)
     if "train" in stages:
         train_stage(ctx, progress=progress, retry_failed=retry_failed)
     try:
