@@ -132,7 +132,8 @@ def test_shared_loader_reads_the_base_once_and_copies_exactly(
     models = ScoringModels(study.model, merge=True, precision="fp32")
     merged, _ = models.get(adapter)
     base, _ = models.get(None)
-    assert models.loads == 1
+    again, _ = models.get(None)
+    assert models.loads == 1 and again is base
     fresh_merged, _ = load_scoring_model(study.model, adapter, True)
     fresh_base, _ = load_scoring_model(study.model, None, True)
     for ours, fresh in ((merged, fresh_merged), (base, fresh_base)):
@@ -143,3 +144,8 @@ def test_shared_loader_reads_the_base_once_and_copies_exactly(
             assert torch.equal(tensor, theirs[name]), name
     merged_state, base_state = merged.state_dict(), base.state_dict()
     assert any(not torch.equal(merged_state[n], base_state[n]) for n in base_state)
+    half = ScoringModels(study.model, merge=True, precision="bf16")
+    assert half.get(None)[0].dtype == torch.bfloat16  # cast once, the kept base stays fp32
+    ours16 = half.get(adapter)[0].state_dict()
+    fresh16 = load_scoring_model(study.model, adapter, True, "bf16")[0].state_dict()
+    assert all(torch.equal(t, fresh16[n]) for n, t in ours16.items())

@@ -7,8 +7,9 @@ for its current key is reused, so a study that gains seeds, techniques, rates, l
 computes only the new units. A unit's results land in the store in one transaction together with
 its "done" mark and key, and files appear whole (atomic rename), so a study killed at any moment
 resumes where it stopped and ends exactly as an uninterrupted run would. Evaluation always loads
-the adapter from disk onto a freshly loaded base, so a resumed study scores the same weights as an
-uninterrupted one.
+the adapter from disk onto an untouched copy of the base (read from disk once per process), so a
+resumed study scores the same weights as an uninterrupted one; it then embeds that same model for
+the analysis (one load and one merge per model).
 """
 
 from __future__ import annotations
