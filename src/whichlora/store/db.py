@@ -120,6 +120,8 @@ VOLATILE = {
     "costs": ("seconds_per_step", "tokens_per_second", "peak_rss_mb", "wall_seconds"),
 }
 
+VOLATILE_KV = {"matmul"}  # the machine's GEMM speed when the study last started work
+
 TABLE_KEYS = {
     "metrics": "run_id",
     "examples": "run_id",
@@ -352,5 +354,7 @@ class Store:
             columns = [r[1] for r in self.query(f"PRAGMA table_info({table})")]
             keep = [c for c in columns if not (results_only and c in VOLATILE.get(table, ()))]
             rows = self.query(f"SELECT {', '.join(keep)} FROM {table}")
+            if results_only and table == "kv":
+                rows = [r for r in rows if r[0] not in VOLATILE_KV]
             out[table] = sorted(rows, key=repr)
         return out
