@@ -5,6 +5,13 @@ processes share the cores), the load average sampled every 15 s during the run, 
 seconds of every unit (training runs, evaluations, analysis) from the study's store, summed by
 stage, so the slowest stage is known. Goal: at most 10 minutes on 2 cores.
 
+Every stage is also measured against its FLOP floor in the same run: before the study starts,
+the machine's float32 and bfloat16 matmul throughput is measured (2048^3 GEMMs, best of 5, on the
+study's thread count); the store holds the tokens and matmul FLOPs each unit needed
+(models/flops.py), so efficiency = floor time / measured time per stage (training, evaluation,
+embedding) and for the whole study (report/efficiency.py). Goals: training >= 60% of the
+float32 floor, evaluation and embedding >= 50% of the floor of their precision, study >= 45%.
+
 With --profile, the run is sampled with py-spy (a flame graph and raw folded stacks are written
 next to the results) -- for finding what to speed up, not for timing.
 
@@ -29,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, RESULTS, command_line, loadavg, machine, write_json  # noqa: E402
 
 GOAL_SECONDS = 600.0
+GOAL_EFFICIENCY = {"training": 0.60, "evaluation": 0.50, "embedding": 0.50, "study": 0.45}
 STUDY = "examples/quickstart.yaml"
 
 
@@ -40,6 +48,35 @@ def unit_seconds(study_dir: Path) -> dict[str, Any]:
         by_stage[stage] = by_stage.get(stage, 0.0) + (seconds or 0.0)
     units = [{"run_id": r, "stage": s, "status": st, "seconds": sec} for r, s, st, sec in rows]
     return {"by_stage": by_stage, "units": units}
+
+
+def throughput(threads: int) -> dict[str, Any]:
+    """The machine's GEMM speed now, on the study's thread count (a fresh process's torch)."""
+    import torch
+
+    from whichlora.models.flops import machine_throughput
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return machine_throughput("cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
+def efficiencies(study_dir: Path, measured: dict[str, Any]) -> list[dict[str, Any]]:
+    from whichlora.config.study import load_study
+    from whichlora.report.efficiency import efficiency_rows, study_precisions
+    from whichlora.store import Store
+
+    study = load_study(study_dir / "resolved.yaml")
+    with Store(study_dir / "results.sqlite", readonly=True) as store:
+        rows = efficiency_rows(store, study_precisions(study), measured)
+    for row in rows:
+        goal = GOAL_EFFICIENCY.get(row["stage"])
+        row["goal_min"] = goal
+        row["met"] = goal is None or row["efficiency"] >= goal
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             spy = str(Path(sys.executable).with_name("py-spy"))
             svg = args.out.with_suffix(".svg")
             cmd = [spy, "record", "--rate", "20", "--subprocesses", "-o", str(svg), "--", *cmd]
+        from whichlora.config.study import load_study
+
+        measured = throughput(load_study(REPO / args.study).training.threads or 2)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         sampler = threading.Thread(target=sample, daemon=True)
@@ -78,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
         units = unit_seconds(out)
+        floors = efficiencies(out, measured)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     mean_load = sum(s["loadavg"][0] for s in loads) / max(len(loads), 1)
     report = {
@@ -92,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_samples": loads,
         "stages": units["by_stage"],
         "units": units["units"],
-        "goal": {"wall_seconds_max": GOAL_SECONDS},
+        "matmul": measured,
+        "efficiency": floors,
+        "goal": {"wall_seconds_max": GOAL_SECONDS, "efficiency_min": GOAL_EFFICIENCY},
         "met": wall <= GOAL_SECONDS,
+        "efficiency_met": all(row["met"] for row in floors),
         "machine": machine(),
     }
     write_json(args.out, report)
@@ -101,6 +145,16 @@ def main(argv: list[str] | None = None) -> int:
         f"quickstart: {wall:.0f} s wall, {cpu:.0f} s CPU, mean load {mean_load:.1f}; "
         f"stages {units['by_stage']}; wrote {args.out}"
     )
+    print(
+        f"matmul: {measured['fp32_gflops']:.0f} GFLOP/s fp32, "
+        f"{measured['bf16_gflops']:.0f} GFLOP/s bf16 ({measured['threads']} threads)"
+    )
+    for row in floors:
+        print(
+            f"  {row['stage']:<10} {row['precision'] or '-':<4} {row['seconds']:8.1f} s, "
+            f"floor {row['floor_seconds']:7.1f} s: {row['efficiency']:.0%} of the floor "
+            f"(goal >= {row['goal_min']:.0%})"
+        )
     return 0
 
 

@@ -412,7 +412,55 @@ def quickstart(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         _met(data["met"]),
         data["command"],
     )
-    return [row], lines
+    floors, floor_lines = quickstart_floors(data)
+    return [row, *floors], lines + floor_lines
+
+
+def quickstart_floors(data: dict[str, Any]) -> tuple[list[Row], list[str]]:
+    """Each stage against its FLOP floor, measured in the same run (bench_quickstart.py)."""
+    rows = data.get("efficiency") or []
+    if not rows:
+        return [], []
+    gemm = data["matmul"]
+    lines = [
+        f"FLOP floors, same run: before the study, GEMMs ({gemm['gemm']}) ran at "
+        f"{gemm['fp32_gflops']:.0f} GFLOP/s in float32 and {gemm['bf16_gflops']:.0f} GFLOP/s in "
+        f"bfloat16 ({gemm['threads']} threads). Each unit stores the tokens and matmul FLOPs its "
+        "forwards needed (2 per weight per token; training a frozen base 4, the adapter 6; no "
+        "padding, no attention scores); floor = FLOPs / GEMM speed of the stage's precision; "
+        "efficiency = floor / measured seconds. The study row divides every floor by every "
+        "unit's seconds, analysis included.",
+        "",
+    ]
+    lines += _table(
+        ["stage", "precision", "seconds", "tokens", "GFLOP", "floor s", "efficiency", "goal"],
+        [
+            [
+                r["stage"],
+                r["precision"] or "-",
+                f"{r['seconds']:.0f}",
+                f"{r['tokens']}",
+                f"{r['flops'] / 1e9:.0f}",
+                f"{r['floor_seconds']:.1f}",
+                f"{r['efficiency']:.0%}",
+                f">= {r['goal_min']:.0%}" if r.get("goal_min") else "-",
+            ]
+            for r in rows
+        ],
+    )
+    out: list[Row] = [
+        (
+            f"quickstart {r['stage']}: fraction of its FLOP floor",
+            f"{r['efficiency']:.0%}",
+            "-",
+            "-",
+            f">= {r['goal_min']:.0%}" if r.get("goal_min") else "-",
+            _met(bool(r.get("met"))),
+            data["command"],
+        )
+        for r in rows
+    ]
+    return out, [*lines, ""]
 
 
 def profile(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
@@ -677,6 +725,24 @@ NOTES = """\
   items per language for margin (section 5 is the final number).
 - `src/whichlora/train/batching.py`: unchanged; its length grouping is what section 2
   measures against a padded loop.
+- Evaluation and embedding (issue 16): `evaluation.precision: fp32 | bf16 | auto` (default fp32,
+  so finished studies stay done; `auto` = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, pinned
+  in `resolved.yaml`); one `ScoringModels` per process (`src/whichlora/models/scoring.py`) reads
+  the base once, hands it out itself for the base model and merges each run's adapter into a copy;
+  evaluation embeds the model it has just scored, so the analysis no longer loads and merges
+  every model again; packed multiple-choice rows batch up to lm-eval's token budget for the same
+  batch size (`_batches` in `src/whichlora/evaluate/scoring.py`: a forward held 4 four-choice
+  items, ~100 tokens). Every unit stores the tokens and matmul FLOPs it needed
+  (`src/whichlora/models/flops.py`), the study the machine's GEMM speed, and section 5 and the
+  report's cost section show each stage's efficiency. One model (the base) at quickstart
+  settings, the old path (fresh load, fp32, old batching, a second load for the embedding) and
+  the new one (bf16) side by side in one process (`.venv/bin/python
+  benchmarks/bench_eval_model.py --reps 2`) on a shared 2-core machine (GEMM 80 GFLOP/s fp32,
+  173 bf16): knowledge 17.3 -> 4.9 s (34% -> 56%
+  of its floor), held-out NLL 50.5 -> 21.9 s, generation 139.6 -> 18.5 s, embedding 29.6 ->
+  34.0 s, loads 0.8 -> 0 s; the whole model 237.7 -> 79.3 s (a second repetition: 338.7 -> 22.3
+  s; the new path in fp32, same repetition as the first: 242.2 s). Very noisy (load average 3-4
+  from other work, 8-11 earlier): read the ratios, and rerun on a quiet machine.
 - Tried and dropped: bfloat16 on this CPU (AMX: a 768x576x1536 matmul runs at 715 vs 163
   GFLOP/s in float32) made a quickstart LoRA step only 1.13x faster (bf16 weights) or 1.1x
   (autocast): SDPA's backward is 5x slower in bf16 on CPU and the casts eat the rest.

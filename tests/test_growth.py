@@ -252,6 +252,7 @@ def test_keys_name_exactly_the_inputs_that_change_results(tiny_model_dir: Path) 
     same = {
         ("model", "device"): "cpu",
         ("evaluation", "batch_size"): 1,
+        ("evaluation", "precision"): "fp32",  # the default: keys of studies from before it
         ("analysis", "alpha"): 0.1,
         ("analysis", "bootstrap_resamples"): 300,
         ("executor", "kind"): "local",

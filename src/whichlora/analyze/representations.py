@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from whichlora.errors import WhichloraError
+from whichlora.models.flops import add_forward, counting
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as pad_token
-from whichlora.models.scoring import load_scoring_model
+from whichlora.models.precision import FP32
+from whichlora.models.scoring import shared_scoring_models
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 
@@ -33,12 +36,15 @@ __all__ = [
     "is_cached",
     "layer_representations",
     "representation_key",
+    "representations_cached",
     "representations_path",
 ]
 
 POOLINGS = ("mean", "last")
 # Bump when the extraction changes, so old caches are not mistaken for new ones.
 REPS_VERSION = 1
+STUDY = "study"  # units of the study as a whole: status and gc leave them alone
+EMBED = "embed"  # stage of an embedding's cost row: "embed:<run_id>" (seconds, tokens, FLOPs)
 MAX_TOKENS = 256
 
 
@@ -154,6 +160,7 @@ def layer_representations(
                 for row, i in enumerate(idx):
                     input_ids[row, : len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
                     mask[row, : len(ids[i])] = 1
+                add_forward(model, int(lengths.sum()), 0)  # hidden states only: no head
                 out = model(
                     input_ids=input_ids.to(device),
                     attention_mask=mask.to(device),
@@ -204,6 +211,12 @@ def _adapter_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _precision_key(study: Any) -> dict[str, str]:
+    """bf16 vectors are other vectors; fp32 adds nothing, so caches from before stay valid."""
+    precision = getattr(study.evaluation, "precision", FP32)
+    return {} if precision == FP32 else {"precision": precision}
+
+
 def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> str:
     """Hash of everything the vectors depend on: texts, model reference, adapter, extractor."""
     spec = ctx.study.model
@@ -216,6 +229,7 @@ def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]
         "run": run_id,
         "adapter": adapter,
         "merged": bool(ctx.study.evaluation.merge_adapters),
+        **_precision_key(ctx.study),
         "languages": list(texts),
         "texts": {lang: list(sentences) for lang, sentences in texts.items()},
     }
@@ -264,8 +278,17 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
 
 
 def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
+    """The model evaluation scores (the process's shared base copy, plus the run's adapter)."""
     adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)
+
+
+def representations_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
+    """Whether `run_id`'s vectors for `texts` are in the cache already (no model needed)."""
+    path = representations_path(ctx.study_dir, run_id)
+    return _load_npz(path, representation_key(ctx, run_id, texts)) is not None
 
 
 def is_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
@@ -285,8 +308,9 @@ def cached_representations(
 ) -> Representations:
     """Both poolings of `run_id` ('base' or a run) from the cache, computing them on a miss.
 
-    The model is loaded (fresh base plus the run's adapter, via `loader`, default
-    load_scoring_model) only on a miss, and freed before returning.
+    The model is loaded (a copy of the base plus the run's adapter, via `loader`, default the
+    process's shared ScoringModels) only on a miss, and freed before returning. The study's
+    evaluation passes the model it has just scored, so the analysis usually finds a hit.
     """
     path = representations_path(ctx.study_dir, run_id)
     key = representation_key(ctx, run_id, texts)
@@ -296,11 +320,23 @@ def cached_representations(
     if loader is None:
         loader = _load_for_embedding
     model, tokenizer = loader(ctx, run_id)
+    started = time.perf_counter()
     try:
-        reps = layer_representations(
-            model, tokenizer, texts, batch_size=batch_size, poolings=POOLINGS, on_batch=on_batch
-        )
+        with counting() as work:
+            reps = layer_representations(
+                model, tokenizer, texts, batch_size=batch_size, poolings=POOLINGS, on_batch=on_batch
+            )
     finally:
         del model
+    store = getattr(ctx, "store", None)
+    if store is not None:  # before the file: a kill between the two recomputes, never loses it
+        store.finish_unit(
+            STUDY,
+            f"{EMBED}:{run_id}",
+            seconds=time.perf_counter() - started,
+            key=key[:24],
+            tokens=work.tokens,
+            flops=work.flops,
+        )
     _save_npz(path, key, reps)
     return reps

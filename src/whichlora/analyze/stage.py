@@ -520,7 +520,8 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
         margins=spec.margins,
     )
     tested = time.perf_counter()
-    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - started, key=key)
+    # Embeddings have their own cost rows (representations.py): the measures' seconds are theirs.
+    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - encoded, key=key)
     ctx.store.replace_table(
         "verdicts", verdicts, VERDICT_STAGE, seconds=tested - measured, key=key
     )

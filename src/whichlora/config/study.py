@@ -290,6 +290,12 @@ class EvaluationSpec(Strict):
         description="score and embed each adapter merged into a fresh base: same function, "
         "base speed (unmerged DoRA and VeRA rebuild weights at every forward)",
     )
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="what the base and every run are scored and embedded in: fp32 (the weights "
+        "as loaded), bf16, or auto (bf16 on CUDA and on CPUs with AMX/AVX512-BF16, else fp32; "
+        "pinned in resolved.yaml when the study opens)",
+    )
     harness_tasks: list[str] = Field(
         default_factory=list,
         description="lm-evaluation-harness tasks (pip install whichlora[harness])",

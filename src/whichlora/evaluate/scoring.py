@@ -7,8 +7,9 @@ and all of its continuations are packed into one row, with a block attention mas
 continuation sees the context and itself, never its siblings) and position ids that restart after
 the context. Only the continuation positions are projected to the vocabulary.
 
-``batch_size`` counts continuations per forward pass, as lm-eval's does, so equal batch sizes
-mean comparable memory. Log-softmax runs in float32; HFLM uses the model dtype, so bf16/fp16
+``batch_size`` counts continuations per forward pass, as lm-eval's does; packed rows fill a
+forward up to the padded tokens lm-eval would use for that many requests, so equal batch sizes
+mean at most lm-eval's memory. Log-softmax runs in float32; HFLM uses the model dtype, so bf16/fp16
 results may differ from it in the last digits (float32 results match to about 1e-5).
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from whichlora.errors import WhichloraError
+from whichlora.models.flops import add_forward
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as _pad_id
 
@@ -192,16 +194,37 @@ def _build_rows(requests: Sequence[TokenRequest], per_row: int) -> list[_Row]:
     return rows
 
 
+def _request_length(row: _Row) -> int:
+    """The longest request of the row as lm-eval would run it: context plus one continuation."""
+    return len(row.context) + max(len(cont) for _, cont in row.members)
+
+
 def _batches(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
-    """Fill each forward pass with up to ``batch_size`` continuations (lm-eval's unit)."""
+    """Fill each forward pass with up to ``batch_size`` continuations (lm-eval's unit), or, for
+    packed rows, with up to ``batch_size`` rows while the padded batch stays within the tokens
+    lm-eval would run for ``batch_size`` requests of the batch's longest request.
+
+    Packed rows share their context, so counting continuations alone left forwards a few rows
+    wide (4 four-choice items, ~100 tokens) and far from the matmuls' speed; the token budget
+    keeps memory at or below lm-eval's for the same batch size. Rows come longest first, so a
+    batch's width is its first row's length."""
     batch: list[_Row] = []
-    count = 0
+    count = longest = 0
     for row in rows:
-        if batch and count + len(row.members) > batch_size:
-            yield batch
-            batch, count = [], 0
+        members, request = len(row.members), _request_length(row)
+        if batch:
+            width = batch[0].length
+            by_count = count + members <= batch_size
+            by_tokens = (
+                len(batch) + 1 <= batch_size
+                and (len(batch) + 1) * width <= batch_size * max(longest, request)
+            )
+            if not (by_count or by_tokens):
+                yield batch
+                batch, count, longest = [], 0, 0
         batch.append(row)
-        count += len(row.members)
+        count += members
+        longest = max(longest, request)
     if batch:
         yield batch
 
@@ -311,6 +334,7 @@ class _Plan:
 def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:
     """One forward pass; returns (request index, loglikelihood, is_greedy) per request."""
     lay = _layout(rows, plan.pad_id)
+    add_forward(model, sum(row.length for row in rows), len(lay.targets))
     device = model.device
     mask = _block_mask(lay.segments, plan.dtype) if plan.packed else _padding_mask(lay.segments)
     kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
@@ -518,6 +542,12 @@ def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
+def _until_eos(new_tokens: torch.Tensor, eos_ids: list[int]) -> int:
+    """Generated tokens up to and including the first EOS: what this row needed computed."""
+    tokens = new_tokens.tolist()
+    return next((i + 1 for i, tok in enumerate(tokens) if tok in eos_ids), len(tokens))
+
+
 def _decode_new(tokenizer: Tokenizer, new_tokens: torch.Tensor, eos_ids: list[int]) -> str:
     tokens = new_tokens.tolist()
     stops = [i for i, tok in enumerate(tokens) if tok in eos_ids]
@@ -566,6 +596,8 @@ def generate(
             )
             for i, row in zip(chunk, out[:, ids.shape[1] :], strict=True):
                 outputs[i] = _decode_new(tokenizer, row, eos_ids)
+                new = _until_eos(row, eos_ids)
+                add_forward(model, len(encoded[i]) + new - 1, new)
             if progress is not None:
                 progress(len(chunk))
     return outputs

@@ -30,7 +30,7 @@ from whichlora.report.layers import (
     lines_figure,
     similarity_maps,
 )
-from whichlora.report.tables import cost_table, overhead_table
+from whichlora.report.tables import cost_table, efficiency_table, overhead_table
 from whichlora.store import BASE
 
 ERROR_CHARS = 600
@@ -116,6 +116,9 @@ def cost_section(inputs: ReportInputs) -> Section:
     atlas = atlas_cost_table(inputs)
     if atlas is not None:
         section.blocks.append(atlas)
+    floors = efficiency_table(inputs)
+    if floors is not None:
+        section.blocks.append(floors)
     return section
 
 

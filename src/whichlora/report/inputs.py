@@ -17,6 +17,7 @@ from whichlora.config.study import Study
 from whichlora.data.languages import evaluation_languages
 from whichlora.evaluate.atlas import ATLAS_PREFIX
 from whichlora.evaluate.atlas import TOKENS as ATLAS_TOKENS
+from whichlora.report.efficiency import efficiency_rows, study_precisions
 from whichlora.report.style import Palette
 from whichlora.store import BASE, RESOLVED, Store, selected
 
@@ -51,6 +52,7 @@ class ReportInputs:
     atlas_cost: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, seconds, tokens
     # failed units that belong to no run: the base model's evaluation, the study's analysis
     failed_shared: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, stage, error
+    efficiency: list[dict[str, Any]] = field(default_factory=list)  # report/efficiency.py rows
 
     @property
     def targets(self) -> list[str]:
@@ -189,6 +191,7 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
     inputs.failed_shared = _failed_shared(store)
+    inputs.efficiency = efficiency_rows(store, study_precisions(study))
     return inputs
 
 

@@ -256,3 +256,31 @@ def _ratio(value: object, reference: object) -> float:
     if not (finite(value) and finite(reference)) or float(reference) <= 0:  # type: ignore[arg-type]
         return math.nan
     return float(value) / float(reference)  # type: ignore[arg-type]
+
+
+def efficiency_table(inputs: ReportInputs) -> Table | None:
+    """Each stage's seconds against its FLOP floor (report/efficiency.py)."""
+    if not inputs.efficiency:
+        return None
+    frame = pd.DataFrame(inputs.efficiency)
+    display = pd.DataFrame(
+        {
+            "stage": frame["stage"],
+            "precision": frame["precision"],
+            "seconds": frame["seconds"].map(lambda v: fmt_num(v, 1)),
+            "tokens": frame["tokens"].map(fmt_int),
+            "GFLOP needed": frame["flops"].map(lambda v: fmt_num(v / 1e9, 1)),
+            "floor (s)": frame["floor_seconds"].map(lambda v: fmt_num(v, 1)),
+            "efficiency": frame["efficiency"].map(lambda v: f"{v:.0%}"),
+        }
+    )
+    return Table(
+        "efficiency",
+        "Time against the FLOP floor: the matmul FLOPs each stage's tokens needed (2 per weight "
+        "per token forward; a frozen base's backward adds one forward's worth, the adapter's "
+        "three times its weights) at this machine's measured GEMM speed in the stage's "
+        "precision. Efficiency = floor / measured time; the study row divides by every unit's "
+        "seconds, analysis included.",
+        display,
+        frame,
+    )

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS units (
     error TEXT,
     seconds REAL,
     finished_at TEXT DEFAULT (datetime('now')),
+    tokens INTEGER,                -- tokens the unit's forwards needed (no padding)
+    flops REAL,                    -- matmul FLOPs those tokens needed (models/flops.py)
     PRIMARY KEY (run_id, stage)
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -128,6 +130,7 @@ VOLATILE = {
 }
 
 ADDED_COST_COLUMNS = ("peak_gpu_mb", "first_step_seconds")
+VOLATILE_KV = {"matmul"}  # the machine's GEMM speed when the study last started work
 
 TABLE_KEYS = {
     "metrics": "run_id",
@@ -164,6 +167,9 @@ class Store:
         for column in ADDED_COST_COLUMNS:  # a store from before per-run peaks: NULL in old rows
             if column not in costs:
                 self._conn.execute(f"ALTER TABLE costs ADD COLUMN {column} REAL")
+        for name, kind in (("tokens", "INTEGER"), ("flops", "REAL")):
+            if name not in columns:  # a store from before FLOP floors: those units count none
+                self._conn.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
 
     @classmethod
     def empty(cls) -> Store:
@@ -258,8 +264,11 @@ class Store:
         seconds: float | None = None,
         clear: Iterable[tuple[str, str, tuple[Any, ...]]] | None = None,
         key: str | None = None,
+        tokens: int | None = None,
+        flops: float | None = None,
     ) -> None:
-        """Atomically replace a unit's rows and mark it finished (for inputs `key`).
+        """Atomically replace a unit's rows and mark it finished (for inputs `key`), with the
+        tokens and FLOPs its work needed where counted.
 
         `rows` maps table -> rows. What the unit wrote before is deleted first: by default all
         rows of `run_id` in those tables, or exactly the (table, where, params) in `clear`.
@@ -273,9 +282,10 @@ class Store:
             for table, table_rows in rows.items():
                 self._insert(db, table, list(table_rows))
             db.execute(
-                "INSERT OR REPLACE INTO units (run_id, stage, status, key, error, seconds) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, stage, status, key, error, seconds),
+                "INSERT OR REPLACE INTO units "
+                "(run_id, stage, status, key, error, seconds, tokens, flops) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, stage, status, key, error, seconds, tokens, flops),
             )
 
     @staticmethod
@@ -358,5 +368,7 @@ class Store:
             columns = [r[1] for r in self.query(f"PRAGMA table_info({table})")]
             keep = [c for c in columns if not (results_only and c in VOLATILE.get(table, ()))]
             rows = self.query(f"SELECT {', '.join(keep)} FROM {table}")
+            if results_only and table == "kv":
+                rows = [r for r in rows if r[0] not in VOLATILE_KV]
             out[table] = sorted(rows, key=repr)
         return out

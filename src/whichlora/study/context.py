@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from filelock import FileLock, Timeout
 
 from whichlora.config.study import Study, dump_study, load_study
@@ -321,6 +322,30 @@ def preflight(study: Study, runs: list[RunSpec], where: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ open
+def pin_precision(study: Study, study_dir: Path) -> Study:
+    """`evaluation.precision: auto` made concrete once per study folder: what its resolved.yaml
+    holds (fp32 for a folder from before the setting, whose scores are float32), else what this
+    machine runs fast. Pinned, a study resumed or grown on another machine keeps its keys and
+    scores everything, base and runs alike, in one precision."""
+    from whichlora.models.precision import AUTO, FP32
+    from whichlora.study.keys import evaluation_precision
+
+    if study.evaluation.precision != AUTO:
+        return study
+    pinned = None
+    resolved = study_dir / RESOLVED
+    if resolved.is_file():
+        try:
+            held = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+            pinned = (held.get("evaluation") or {}).get("precision", FP32)
+        except (OSError, yaml.YAMLError, AttributeError):
+            pinned = None
+    if pinned in (None, AUTO):
+        pinned = evaluation_precision(study)
+    evaluation = study.evaluation.model_copy(update={"precision": pinned})
+    return study.model_copy(update={"evaluation": evaluation})
+
+
 def _prepare_dir(study_dir: Path) -> None:
     if study_dir.exists() and not study_dir.is_dir():
         raise WhichloraError(
@@ -404,6 +429,7 @@ def open_study(
     """
     study, study_dir, where = _read_target(Path(target), Path(out) if out else None)
     study_dir = study_dir.resolve()
+    study = pin_precision(study, study_dir)
     if not create and not (study_dir / DATABASE).is_file():
         raise WhichloraError(
             f"Study folder {study_dir} has no results yet. Fix: run `whichlora run` (or `whichlora "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,7 +48,12 @@ class Executor(Protocol):
         self, ctx: StudyContext, runs: list[RunSpec], records: list[Any], *, progress: bool
     ) -> None: ...
 
-    def evaluate(self, ctx: StudyContext, jobs: Jobs, *, progress: bool) -> None: ...
+    def evaluate(
+        self, ctx: StudyContext, jobs: Jobs, *, progress: bool, embed: Collection[str] = ()
+    ) -> None:
+        """Score each job's units; the models in `embed` are also embedded for the analysis
+        while loaded (one load and one merge serve both)."""
+        ...
 
     def embed(self, ctx: StudyContext, key: str, *, progress: bool) -> dict[str, str]:
         """Compute the analysis' missing representations (into the study folder's cache);
@@ -88,11 +93,13 @@ class LocalExecutor:
             overall.update(1)
         overall.close()
 
-    def evaluate(self, ctx: StudyContext, jobs: Jobs, *, progress: bool) -> None:
+    def evaluate(
+        self, ctx: StudyContext, jobs: Jobs, *, progress: bool, embed: Collection[str] = ()
+    ) -> None:
         """Each unit lands in the store as soon as it is scored."""
         bar = progress_bar(len(jobs), "evaluate", progress)
         for run_id, stages in jobs:
-            for unit in score_units(ctx, run_id, stages):
+            for unit in score_units(ctx, run_id, stages, embed=run_id in embed):
                 record_scored(ctx, run_id, unit)
             bar.update(1)
         bar.close()
@@ -182,13 +189,18 @@ class RayExecutor:
 
         self._collect(ray, pending, done, lost, "train runs (ray)", progress)
 
-    def evaluate(self, ctx: StudyContext, jobs: Jobs, *, progress: bool) -> None:
+    def evaluate(
+        self, ctx: StudyContext, jobs: Jobs, *, progress: bool, embed: Collection[str] = ()
+    ) -> None:
         if not jobs:
             return
         ray = self._connect(ctx)
         task = self._task(ray, _score_task)
         values = ray.put(detached(ctx))
-        pending = {task.remote(values, run_id, stages): (run_id, stages) for run_id, stages in jobs}
+        pending = {
+            task.remote(values, run_id, stages, run_id in embed): (run_id, stages)
+            for run_id, stages in jobs
+        }
 
         def done(job: tuple[str, list[str]], units: list[Any]) -> None:
             for unit in units:
@@ -248,10 +260,12 @@ def _train_task(
     return outcome, time.perf_counter() - started
 
 
-def _score_task(values: dict[str, Any], run_id: str, stages: list[str]) -> list[Any]:
+def _score_task(
+    values: dict[str, Any], run_id: str, stages: list[str], embed: bool = False
+) -> list[Any]:
     ctx = attach(values)
     _apply_threads(ctx.study)
-    return list(score_units(ctx, run_id, stages))
+    return list(score_units(ctx, run_id, stages, embed=embed))
 
 
 def _embed_task(

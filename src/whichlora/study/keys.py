@@ -10,7 +10,9 @@ What is deliberately *not* in a key, because it never changes a result: the devi
 and executor (the executor only decides where a run happens), `allow_pickle`, progress options,
 `training.checkpoint_every`, `training.report_to`, `training.gradient_checkpointing` (same
 gradients, tested), `evaluation.batch_size` (scores do not depend on it up to float rounding,
-tested), and the analysis margins and alpha for train, evaluate and embed units.
+tested), `evaluation.precision` while it is fp32 (so studies from before the setting keep their
+keys; bf16 is in the key of every scoring unit), and the analysis margins and alpha for train,
+evaluate and embed units.
 
 Bump a VERSION entry when the code of that unit kind changes what it computes: every unit of the
 kind becomes stale.
@@ -26,6 +28,7 @@ from typing import Any
 from whichlora.config.study import Study
 from whichlora.data.atlas import atlas_anchors
 from whichlora.data.languages import evaluation_languages
+from whichlora.models.precision import FP32, resolve_precision
 from whichlora.store import BASE
 from whichlora.study.plan import RunSpec
 from whichlora.train.precision import DEFAULT as DEFAULT_PRECISION
@@ -118,12 +121,25 @@ def scored_model_key(study: Study, run: RunSpec | None) -> dict[str, Any]:
     """The model a scoring unit scores: the base, or a trained run (merged or not); scores are
     computed under the study's thread count (CPU reductions depend on it)."""
     scored: dict[str, Any] = {"threads": study.training.threads}
+    precision = evaluation_precision(study)
+    if precision != FP32:  # only when set: fp32 studies keep the keys they were scored under
+        scored["precision"] = precision
     if run is None:
         scored["base"] = model_key(study)
     else:
         scored["run"] = train_key(study, run)
         scored["merged"] = study.evaluation.merge_adapters
     return scored
+
+
+def evaluation_precision(study: Study) -> str:
+    """fp32 or bf16: the study's `evaluation.precision`, `auto` resolved for this machine (a
+    study opened with open_study has it pinned already, so its keys do not follow the machine)."""
+    from whichlora.models.loading import resolve_device
+
+    spec = study.model
+    device = "cuda" if spec.device_map else resolve_device(spec.device)
+    return resolve_precision(study.evaluation.precision, device)
 
 
 def evaluate_key(study: Study, run: RunSpec | None, language: str) -> str:

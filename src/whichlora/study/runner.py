@@ -7,8 +7,9 @@ for its current key is reused, so a study that gains seeds, techniques, rates, l
 computes only the new units. A unit's results land in the store in one transaction together with
 its "done" mark and key, and files appear whole (atomic rename), so a study killed at any moment
 resumes where it stopped and ends exactly as an uninterrupted run would. Evaluation always loads
-the adapter from disk onto a freshly loaded base, so a resumed study scores the same weights as an
-uninterrupted one.
+the adapter from disk onto an untouched copy of the base (read from disk once per process), so a
+resumed study scores the same weights as an uninterrupted one; it then embeds that same model for
+the analysis (one load and one merge per model).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 
 from whichlora.errors import WhichloraError
+from whichlora.models.scoring import release_scoring_models
 from whichlora.store import BASE
 from whichlora.study.context import StudyContext
 from whichlora.study.executors import Executor, get_executor
@@ -137,7 +139,7 @@ def evaluate_stage(
         for run_id, stages in models
         if only in (None, run_id)
     ]
-    executor.evaluate(ctx, [job for job in first if job[1]], progress=progress)
+    executor.evaluate(ctx, [job for job in first if job[1]], progress=progress, embed={BASE})
     if all(ctx.unit_status(r.run_id, TRAIN) in ("done", "failed") for r in ctx.runs):
         select_learning_rates(ctx)
     selected = {r.run_id for r in ctx.selected_runs()}
@@ -146,7 +148,9 @@ def evaluate_stage(
         for run in trained
         if run.run_id in selected and only in (None, run.run_id)
     ]
-    executor.evaluate(ctx, [job for job in second if job[1]], progress=progress)
+    executor.evaluate(
+        ctx, [job for job in second if job[1]], progress=progress, embed=selected
+    )
 
 
 def analyze_step(ctx: StudyContext, *, progress: bool = True, executor: Executor) -> None:
@@ -166,6 +170,21 @@ def analyze_step(ctx: StudyContext, *, progress: bool = True, executor: Executor
 
 
 # ------------------------------------------------------------------------------ whole run
+def measure_machine(ctx: StudyContext) -> None:
+    """This machine's float32 and bfloat16 GEMM speed, stored before new work runs: the
+    report's FLOP floors are computed from it (report/efficiency.py). Small GEMMs (1024^3,
+    best of 3: ~0.1 s) so a study pays almost nothing; benchmarks measure at 2048^3."""
+    if all(ctx.unit_status(run_id, stage) == "done" for run_id, stage in ctx.keys):
+        return
+    from whichlora.models.flops import machine_throughput
+    from whichlora.models.loading import resolve_device
+    from whichlora.report.efficiency import MATMUL_KV
+
+    spec = ctx.study.model
+    device = "cuda" if spec.device_map else resolve_device(spec.device)
+    ctx.store.set_kv(MATMUL_KV, machine_throughput(device, size=1024, repeats=3))
+
+
 def run_all(
     ctx: StudyContext,
     *,
@@ -175,12 +194,17 @@ def run_all(
 ) -> None:
     apply_threads(ctx)
     executor = get_executor(ctx.study.executor)
+    if {"train", "evaluate"} & set(stages):
+        measure_machine(ctx)
     if "train" in stages:
         train_stage(ctx, progress=progress, retry_failed=retry_failed, executor=executor)
-    if "evaluate" in stages:
-        evaluate_stage(ctx, progress=progress, executor=executor)
-    if "analyze" in stages:
-        analyze_step(ctx, progress=progress, executor=executor)
+    try:
+        if "evaluate" in stages:
+            evaluate_stage(ctx, progress=progress, executor=executor)
+        if "analyze" in stages:
+            analyze_step(ctx, progress=progress, executor=executor)
+    finally:
+        release_scoring_models()
     if "report" in stages:
         from whichlora.report.build import build_report
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from whichlora.evaluate.suite import EvalSet
-from whichlora.models.scoring import load_scoring_model
+from whichlora.models.flops import counting
+from whichlora.models.scoring import shared_scoring_models
 from whichlora.store import BASE, Store
 from whichlora.store.names import ADAPTER_DIR
 from whichlora.study.context import StudyContext
@@ -34,12 +35,39 @@ class ScoredUnit:
     rows: dict[str, list[dict[str, Any]]]
     clear: list[tuple[str, str, tuple[Any, ...]]]
     seconds: float
+    tokens: int | None = None  # what the unit's forwards read (lm-eval's are not counted)
+    flops: float | None = None  # their matmul FLOPs (models/flops.py), for the FLOP floors
 
 
 def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
-    """The model `run_id` is scored as: a fresh base, plus the run's adapter from disk."""
+    """The model `run_id` is scored as: a copy of the base (read from disk once per process),
+    plus the run's adapter from disk, in the study's pinned precision."""
     adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    return load_scoring_model(ctx.study.model, adapter, ctx.study.evaluation.merge_adapters)
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)
+
+
+def _embedding(ctx: StudyContext, run_id: str) -> Callable[[Any, Any], None] | None:
+    """A callable that embeds `run_id` with a given (model, tokenizer) into the analysis's
+    representation cache (in the study folder), or None when the cache holds it already."""
+    from whichlora.analyze.representations import cached_representations, representations_cached
+    from whichlora.analyze.stage import parallel_texts
+
+    texts = parallel_texts(ctx.study)
+    if representations_cached(ctx, run_id, texts):
+        return None
+
+    def embed(model: Any, tokenizer: Any) -> None:
+        cached_representations(
+            ctx,
+            run_id,
+            texts,
+            batch_size=ctx.study.evaluation.batch_size,
+            loader=lambda _ctx, _run: (model, tokenizer),
+        )
+
+    return embed
 
 
 def _only_language(evalset: EvalSet, language: str) -> EvalSet:
@@ -104,16 +132,31 @@ def _score_unit(
     }
 
 
-def score_units(ctx: StudyContext, run_id: str, stages: list[str]) -> Iterator[ScoredUnit]:
-    """Score `stages` of one model, loading it once (and only when there are stages)."""
-    if not stages:
+def score_units(
+    ctx: StudyContext, run_id: str, stages: list[str], *, embed: bool = False
+) -> Iterator[ScoredUnit]:
+    """Score `stages` of one model, loading it once (and only when there is work), then with
+    `embed` its representations for the analysis from the same model: one copy of the base and
+    one merge serve both. The embedding lands in the study folder's cache (atomic file)."""
+    embedding = _embedding(ctx, run_id) if embed else None
+    if not stages and embedding is None:
         return
     model, tokenizer = scoring_model(ctx, run_id)
     try:
         for stage in stages:
             started = time.perf_counter()
-            rows = _score_unit(ctx, model, tokenizer, run_id, stage)
-            yield ScoredUnit(stage, rows, unit_rows(run_id, stage), time.perf_counter() - started)
+            with counting() as work:
+                rows = _score_unit(ctx, model, tokenizer, run_id, stage)
+            yield ScoredUnit(
+                stage,
+                rows,
+                unit_rows(run_id, stage),
+                time.perf_counter() - started,
+                tokens=work.tokens or None,
+                flops=work.flops or None,
+            )
+        if embedding is not None:
+            embedding(model, tokenizer)
     finally:
         del model
 
@@ -126,6 +169,8 @@ def record_scored(ctx: StudyContext, run_id: str, unit: ScoredUnit) -> None:
         clear=unit.clear,
         seconds=unit.seconds,
         key=ctx.key(run_id, unit.stage),
+        tokens=unit.tokens,
+        flops=unit.flops,
     )
 
 

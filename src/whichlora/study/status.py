@@ -136,6 +136,8 @@ def find_garbage(ctx: StudyContext) -> Garbage:
     for run_id in gone:
         for table in ("metrics", "examples", "training", "costs", "generations", "units", "runs"):
             rows.append((table, "run_id=?", (run_id,)))
+        # the cost row of its embedding (analyze/representations.py), kept with the study's
+        rows.append(("units", "run_id=? AND stage=?", (STUDY_UNITS, f"embed:{run_id}")))
     root = ctx.study_dir / RUNS_DIR
     paths = [root / STALE_DIR] if (root / STALE_DIR).exists() else []
     for run_id in gone:

@@ -173,13 +173,34 @@ def train_one(
         handler.close()
 
 
+def _training_work(ctx: StudyContext, train_log: dict[str, Any]) -> tuple[int, float]:
+    """(tokens, FLOPs) a run's training needed: its steps' real tokens through a frozen base
+    and the adapter (models/flops.py; the LM head at labelled positions is left out of the
+    floor, the log does not count those)."""
+    from whichlora.models.flops import config_matmul_params, training_flops
+    from whichlora.models.loading import load_config
+
+    if "matmul_params" not in ctx.cache:
+        spec = ctx.study.model
+        ctx.cache["matmul_params"] = config_matmul_params(
+            load_config(spec.id, spec.trust_remote_code)
+        )
+    body, head = ctx.cache["matmul_params"]
+    tokens = sum(int(s["tokens"]) for s in train_log["steps"])
+    trainable = int(train_log["budget"]["trainable_params"])
+    return tokens, training_flops(tokens, body, head, trainable, labelled=0)
+
+
 def record_training(
     ctx: StudyContext, run: RunSpec, outcome: dict[str, Any], seconds: float | None = None
 ) -> None:
     key = ctx.key(run.run_id, TRAIN)
     if outcome["status"] == "done":
         rows = _training_rows(run.run_id, outcome["log"])
-        ctx.store.finish_unit(run.run_id, TRAIN, rows, seconds=seconds, key=key)
+        tokens, flops = _training_work(ctx, outcome["log"])
+        ctx.store.finish_unit(
+            run.run_id, TRAIN, rows, seconds=seconds, key=key, tokens=tokens, flops=flops
+        )
     else:
         ctx.store.finish_unit(
             run.run_id, TRAIN, {}, status="failed", error=outcome["error"], seconds=seconds, key=key
