@@ -348,3 +348,17 @@ def test_the_report_opens_with_the_decision(full: tuple[StudyContext, Path]) -> 
             assert -row.margin < row.estimate < row.margin
         if row.verdict in ("better", "worse") and row.family != "tradeoff":
             assert row.ci_low > 0 or row.ci_high < 0
+
+
+def test_overhead_on_cpu_runs_uses_host_memory(full: tuple[StudyContext, Path]) -> None:
+    """CPU runs store no GPU peak (NULL in the store): the ratios fall back to host RSS instead
+    of the section failing (found on the quickstart)."""
+    from whichlora.report.inputs import load_inputs
+    from whichlora.report.tables import overhead_table
+
+    ctx, _ = full
+    inputs = load_inputs(ctx.store, ctx.study, ctx.study_dir, ctx.runs)
+    inputs.costs = inputs.costs.assign(peak_gpu_mb=None)
+    table = overhead_table(inputs)
+    assert table is not None and list(table.data["memory"]) == ["peak_rss_mb"]
+    assert table.data["time_per_step_ratio"].iloc[0] == pytest.approx(1.4)

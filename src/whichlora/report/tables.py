@@ -196,8 +196,9 @@ def overhead_table(inputs: ReportInputs) -> Table | None:
     the numbers their cost is usually judged by. None unless LoRA and one of them were trained.
     GPU memory when both sides ran on a GPU, else host RSS."""
     costs = inputs.costs.merge(inputs.runs[["run_id", "label", "technique"]], on="run_id")
-    if "peak_gpu_mb" not in costs:
-        costs = costs.assign(peak_gpu_mb=math.nan)
+    # CPU runs store no GPU peak (NULL): numeric NaN, so means keep the column
+    gpu = costs["peak_gpu_mb"] if "peak_gpu_mb" in costs else math.nan
+    costs = costs.assign(peak_gpu_mb=pd.to_numeric(gpu, errors="coerce"))
     reference = _reference_label(inputs, costs)
     if reference is None:
         return None
