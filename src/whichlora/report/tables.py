@@ -197,7 +197,7 @@ def overhead_table(inputs: ReportInputs) -> Table | None:
     GPU memory when both sides ran on a GPU, else host RSS."""
     costs = inputs.costs.merge(inputs.runs[["run_id", "label", "technique"]], on="run_id")
     # CPU runs store no GPU peak (NULL): numeric NaN, so means keep the column
-    gpu = costs["peak_gpu_mb"] if "peak_gpu_mb" in costs else math.nan
+    gpu = costs.get("peak_gpu_mb", math.nan)
     costs = costs.assign(peak_gpu_mb=pd.to_numeric(gpu, errors="coerce"))
     reference = _reference_label(inputs, costs)
     if reference is None:
