@@ -35,7 +35,8 @@ def fast_bf16(device: str) -> bool:
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # emulated bf16 (older GPUs) is slower than fp32: only native support counts
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device != "cpu":
         return False
     flags = cpu_flags()

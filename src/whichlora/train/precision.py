@@ -16,6 +16,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from whichlora.models.precision import fast_bf16
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT = "fp32"  # what every run trained in before `training.precision` existed
 
@@ -35,7 +37,9 @@ def on_gpu(device: str, gpus_per_run: float | None = None) -> bool:
 
 
 def resolve_precision(precision: str, device: str, gpus_per_run: float | None = None) -> str:
-    """The precision "auto" stands for on this device; an explicit choice is returned as is."""
+    """The precision "auto" stands for on this device; an explicit choice is returned as is.
+    Unlike scoring (models/precision.py), training stays fp32 on CPUs even with AMX: SDPA's
+    CPU backward is slower in bf16, and a step gained only 1.1x (BENCHMARKS.md)."""
     if precision != "auto":
         return precision
     if not on_gpu(device, gpus_per_run):
@@ -44,7 +48,7 @@ def resolve_precision(precision: str, device: str, gpus_per_run: float | None = 
 
     if not torch.cuda.is_available():  # planned on a driver without the cluster's GPUs
         return "bf16"
-    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    return "bf16" if fast_bf16("cuda") else "fp32"
 
 
 def compute_dtype(precision: str) -> Any:
