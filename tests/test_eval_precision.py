@@ -149,3 +149,31 @@ def test_shared_loader_reads_the_base_once_and_copies_exactly(
     ours16 = half.get(adapter)[0].state_dict()
     fresh16 = load_scoring_model(study.model, adapter, True, "bf16")[0].state_dict()
     assert all(torch.equal(t, fresh16[n]) for n, t in ours16.items())
+
+
+def test_scoring_models_give_the_lm_head_one_contiguous_input(
+    tiny_model_dir: Path, train_tiny: Any
+) -> None:
+    """A run's weights are frozen by PEFT: without a contiguous input torch.matmul would run
+    the head over a sliced (logits_to_keep) batch as a batched matmul that copies the head's
+    weight once per row. Every model handed out (base and merged run) folds it into one GEMM,
+    with the same logits."""
+    study = _study(tiny_model_dir)
+    adapter = train_tiny("lora", steps=1).out_dir / "adapter"
+    models = ScoringModels(study.model, merge=True, precision="fp32")
+    ids = torch.randint(0, 100, (3, 9))
+    seen: list[bool] = []
+
+    def record(_module: Any, args: tuple[Any, ...], _out: Any) -> None:
+        seen.append(args[0].is_contiguous())
+
+    for model in (models.get(None)[0], models.get(adapter)[0]):
+        seen.clear()
+        handle = model.get_output_embeddings().register_forward_hook(record)
+        with torch.inference_mode():
+            kept = model(input_ids=ids, logits_to_keep=4).logits
+            full = model(input_ids=ids).logits
+        handle.remove()
+        assert seen == [True, True]
+        assert torch.allclose(kept, full[:, -4:], atol=1e-5)
+    assert not any(p.requires_grad for p in models.get(adapter)[0].parameters())
