@@ -193,6 +193,22 @@ def test_unpacked_fallback_matches_naive(
     assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in naive], abs=1e-4)
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_suffix_logits_fallback_matches_naive(
+    model: Model, tokenizer: Tok, monkeypatch: pytest.MonkeyPatch, packed: bool
+) -> None:
+    """Models without a boolean `logits_to_keep` mask get the LM head over the scored suffix;
+    the mask path (every transformers causal LM here) and that one agree with the reference."""
+    assert scoring.head_takes_position_mask(model)
+    monkeypatch.setattr(scoring, "head_takes_position_mask", lambda _model: False)
+    monkeypatch.setattr(scoring, "_can_pack", lambda _model: packed)
+    requests = _mc_requests(ITEMS) + [("", "The quick brown fox")]
+    ours = loglikelihood(model, tokenizer, requests, batch_size=5)
+    naive = _naive_loglikelihood(model, tokenizer, requests)
+    assert [ll for ll, _ in ours] == pytest.approx([ll for ll, _ in naive], abs=1e-4)
+    assert [g for _, g in ours] == [g for _, g in naive]
+
+
 def test_peft_wrapped_model_matches_naive(tokenizer: Tok) -> None:
     peft = pytest.importorskip("peft")
     base = _tiny_llama(len(tokenizer))

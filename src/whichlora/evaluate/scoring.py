@@ -25,7 +25,7 @@ import torch
 
 from whichlora.errors import WhichloraError
 from whichlora.models.flops import add_forward
-from whichlora.models.introspect import accepts_logits_to_keep
+from whichlora.models.introspect import accepts_logits_to_keep, head_takes_position_mask
 from whichlora.models.introspect import pad_id as _pad_id
 
 if TYPE_CHECKING:
@@ -238,7 +238,7 @@ class _Layout:
     segments: torch.Tensor  # -1 padding, 0 context, k>0 the k-th continuation of the row
     keep: int  # logits_to_keep: the aligned suffix covering every row's scored positions
     batch_index: list[int]
-    logit_index: list[int]
+    logit_index: list[int]  # position within the kept suffix
     targets: list[int]
     request_sizes: list[tuple[int, int]]  # (request index, number of continuation tokens)
 
@@ -329,6 +329,31 @@ class _Plan:
     packed: bool
     keep_logits: bool
     dtype: torch.dtype
+    keep_mask: bool = False  # the head runs at exactly the scored positions (a boolean mask)
+    greedy: bool = True  # whether callers read is_greedy (an argmax over the vocabulary)
+
+
+def _scored_logits(
+    model: CausalLM, lay: _Layout, plan: _Plan, inputs: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """The logits predicting every target, one row per target, in the model's dtype.
+
+    With `keep_mask` the LM head runs only at the distinct positions some target is predicted
+    from (a packed row's continuations share their context's last position); otherwise at the
+    aligned suffix every row's scored positions fall in, padding and contexts included there
+    (on the quickstart's held-out responses 1240 positions where 743 are read)."""
+    if plan.keep_mask:
+        width = lay.input_ids.shape[1]
+        positions = torch.tensor(lay.logit_index) + (width - lay.keep)
+        rows = torch.tensor(lay.batch_index)
+        keep = torch.zeros(lay.input_ids.shape, dtype=torch.bool)
+        keep[rows, positions] = True
+        flat = keep.flatten().cumsum(0).view_as(keep) - 1  # row-major, as the model flattens
+        logits = model(**inputs, logits_to_keep=keep.to(model.device)).logits
+        return logits[flat[rows, positions].to(logits.device)]
+    kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
+    logits = model(**inputs, **kwargs).logits[:, -lay.keep :]
+    return logits[lay.batch_index, lay.logit_index]
 
 
 def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:
@@ -337,19 +362,20 @@ def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[i
     add_forward(model, sum(row.length for row in rows), len(lay.targets))
     device = model.device
     mask = _block_mask(lay.segments, plan.dtype) if plan.packed else _padding_mask(lay.segments)
-    kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
-    logits = model(
-        input_ids=lay.input_ids.to(device),
-        attention_mask=mask.to(device),
-        position_ids=lay.position_ids.to(device),
-        use_cache=False,
-        **kwargs,
-    ).logits[:, -lay.keep :]
-    picked = logits[lay.batch_index, lay.logit_index].float()
+    inputs = {
+        "input_ids": lay.input_ids.to(device),
+        "attention_mask": mask.to(device),
+        "position_ids": lay.position_ids.to(device),
+        "use_cache": False,
+    }
+    picked = _scored_logits(model, lay, plan, inputs).float()
     targets = torch.tensor(lay.targets, device=picked.device)
     # log_softmax at the target only: saves writing a [tokens, vocab] array we would not read
     token_lp = picked.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(picked, dim=-1)
-    greedy = picked.argmax(dim=-1) == targets
+    if plan.greedy:
+        greedy = picked.argmax(dim=-1) == targets
+    else:
+        greedy = torch.zeros_like(targets, dtype=torch.bool)
     sizes = [n for _, n in lay.request_sizes]
     return [
         (index, float(lp.sum()), bool(g.all()))
@@ -373,15 +399,22 @@ def _score_tokens(
     batch_size: int,
     on_done: Callable[[list[int]], None] | None = None,
     pack: bool = True,
+    greedy: bool = True,
 ) -> list[tuple[float, bool]]:
     """Loglikelihood and greediness of every (context tokens, continuation tokens) request;
     `pack=False` gives each request its own row (long texts that only share a BOS: packing them
-    would make one row as long as all of them, and attention quadratic in it)."""
+    would make one row as long as all of them, and attention quadratic in it). With
+    `greedy=False` is_greedy is not computed (always False): NLLs never read it."""
     _check_batch_size(batch_size)
     max_length = _max_length(model, tokenizer)
     requests = [_truncate(req, max_length, i) for i, req in enumerate(requests)]
     plan = _Plan(
-        _pad_id(tokenizer), _can_pack(model), accepts_logits_to_keep(model), _model_dtype(model)
+        _pad_id(tokenizer),
+        _can_pack(model),
+        accepts_logits_to_keep(model),
+        _model_dtype(model),
+        keep_mask=head_takes_position_mask(model),
+        greedy=greedy,
     )
     rows = _build_rows(requests, per_row=batch_size if plan.packed and pack else 1)
     results: list[tuple[float, bool] | None] = [None] * len(requests)
@@ -510,7 +543,7 @@ def response_nll(
             tokens.append((encoder.encode_prompt(prompt), response_ids))
             kept.append(i)
     on_done = _count_progress(progress)
-    scored = _score_tokens(model, tokenizer, tokens, batch_size, on_done, pack)
+    scored = _score_tokens(model, tokenizer, tokens, batch_size, on_done, pack, greedy=False)
     results = [(0.0, 0)] * len(pairs)
     for i, (loglik, _), (_, response_ids) in zip(kept, scored, tokens, strict=True):
         results[i] = (-loglik, len(response_ids))

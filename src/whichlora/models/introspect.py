@@ -20,6 +20,18 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in params
 
 
+def head_takes_position_mask(model: Any) -> bool:
+    """Whether the model applies its LM head to chosen positions only: transformers' causal LMs
+    take `logits_to_keep` as a boolean (batch, seq) mask through `slice_logits_to_keep` and
+    return logits for the True positions, flattened; models whose module does not use that
+    helper (older or remote code) do not."""
+    import sys
+
+    base = unwrap_peft(model)
+    module = sys.modules.get(type(base).__module__)
+    return accepts_logits_to_keep(model) and hasattr(module, "slice_logits_to_keep")
+
+
 def pad_id(tokenizer: Any) -> int:
     """The id to pad with: the pad token, else end-of-sequence, else 0 (always masked out)."""
     pad = tokenizer.pad_token_id

@@ -131,24 +131,11 @@ def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
 
 
 def head_on_label_positions(model: Any) -> bool:
-    """True when the model can apply its LM head to chosen positions only.
+    """True when the model can apply its LM head to chosen positions only (a boolean
+    `logits_to_keep` mask); other models get the full logits."""
+    from whichlora.models.introspect import head_takes_position_mask
 
-    transformers' causal LMs take `logits_to_keep` as a boolean (batch, seq) mask through
-    `slice_logits_to_keep`; models whose module does not use that helper (older or remote code)
-    get the full logits.
-    """
-    import inspect
-    import sys
-
-    from whichlora.models.introspect import unwrap_peft
-
-    base = unwrap_peft(model)
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    module = sys.modules.get(type(base).__module__)
-    return "logits_to_keep" in params and hasattr(module, "slice_logits_to_keep")
+    return head_takes_position_mask(model)
 
 
 def batch_losses(
