@@ -1,37 +1,114 @@
-"""Cost estimates before anything is trained: FLOPs from token counts and the model size, over
-this machine's measured matmul speed (at a realistic efficiency)."""
+"""Cost estimates before anything is trained: the matmul FLOPs each unit needs (the accounting
+of models/flops.py, from the model's config and the study's own tokens) over this machine's
+measured GEMM speed in the precision the unit runs in, at the share of it such work reaches.
+
+Measured on the quickstart (2-core Xeon with AMX, 2026-12-03): a LoRA training step reached
+~0.4-0.57 of the float32 GEMM floor, a bf16 scoring forward ~0.2 of the bf16 floor (elementwise
+work and small matrices, not the GEMMs, set the rest), and greedy decoding runs one token at a
+time at matrix-vector speed, far below either. The estimate was 3x too long when it counted
+fp32 speed for bf16 scoring and every choice of a multiple-choice item as its own sequence."""
 
 from __future__ import annotations
 
-import time
 from functools import lru_cache
 from typing import Any
 
-EFFICIENCY = 0.35  # share of matmul peak a small-batch LM step reaches on CPU, measured here
+TRAIN_EFFICIENCY = 0.45  # share of the GEMM floor a small-batch training step reaches on CPU
+SCORE_EFFICIENCY = {"float32": 0.35, "bfloat16": 0.2, "float16": 0.2}
+GEMM_SIZE = 768
+PER_MODEL_SECONDS = 1.5  # a run's copy of the base and its merge, before scoring starts
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-@lru_cache(maxsize=1)
-def matmul_flops(size: int = 768, repeats: int = 8) -> float:
-    """Measured fp32 matmul FLOP/s of this machine (torch, current threads)."""
+@lru_cache(maxsize=8)
+def matmul_flops(dtype: str = "float32", rows: int = GEMM_SIZE, width: int = GEMM_SIZE) -> float:
+    """Measured matmul FLOP/s of this machine (torch, current threads): rows x width times
+    width x width, best of 5."""
+    from whichlora.models.flops import matmul_gflops
+
+    if rows == width:
+        return matmul_gflops(dtype, size=width, repeats=5) * 1e9
+    import time
+
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(rows, width).to(kind), torch.randn(width, width).to(kind)
     a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
         a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * rows * width * width / best
 
 
 def estimate_run_seconds(
-    base_params: int, tokens_per_step: float, steps: int, eval_tokens: float
+    matmul: tuple[int, int],
+    tokens_per_step: float,
+    labelled_per_step: float,
+    steps: int,
+    scoring: dict[str, float],
+    train_dtype: str = "float32",
+    score_dtype: str = "float32",
+    width: int = GEMM_SIZE,
 ) -> dict[str, float]:
-    """Training: forward plus input-gradient backward through the frozen base (4 x params FLOPs
-    per token); evaluation: forward only (2 x params per token)."""
-    peak = matmul_flops() * EFFICIENCY
-    train = 4 * base_params * tokens_per_step * steps / peak
-    evaluate = 2 * base_params * eval_tokens / peak
+    """Training: a frozen base's forward and input gradients (4 FLOPs per body weight per token,
+    the head at labelled positions); scoring: a forward (2 per weight per token, the head where
+    a logit is read) plus greedy decoding, one token per forward at matrix-vector speed.
+
+    `matmul` is (body, head) weights (models/flops.matmul_params); `scoring` holds the tokens,
+    head positions and decoded tokens of one model's evaluation."""
+    body, head = matmul
+    train_flops = (4.0 * body * tokens_per_step + 4.0 * head * labelled_per_step) * steps
+    train = train_flops / (matmul_flops(train_dtype) * TRAIN_EFFICIENCY) if steps else 0.0
+    forward = 2.0 * body * scoring["tokens"] + 2.0 * head * scoring["head_positions"]
+    score_speed = matmul_flops(score_dtype) * SCORE_EFFICIENCY.get(score_dtype, 0.2)
+    decode = scoring["decoded"] * 2.0 * (body + head) / matmul_flops(score_dtype, 1, width)
+    evaluate = forward / score_speed + decode
     return {"train_seconds": train, "evaluate_seconds": evaluate, "total_seconds": train + evaluate}
+
+
+def scoring_tokens(tokenizer: Any, evalset: Any, max_new_tokens: int) -> dict[str, float]:
+    """Tokens one model's evaluation runs through the body, the logits it reads, and the tokens
+    it decodes: multiple-choice items packed (a context once, then every choice), held-out
+    responses after their prompts, generation prompts then `max_new_tokens` each."""
+    from whichlora.data.knowledge import context, continuations
+    from whichlora.train.prompting import format_prompt, split_prompt_response, user_message
+
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    tokens = positions = decoded = 0.0
+    for items in evalset.knowledge.values():
+        for item in items:
+            choices = [count(c) for c in continuations(item)]
+            tokens += count(context(item)) + sum(choices)
+            positions += sum(choices)
+    for records in evalset.heldout.values():
+        for record in records:
+            prompt, response = split_prompt_response(tokenizer, record)
+            n = count(response)
+            tokens += count(prompt) + n
+            positions += n
+    for records in evalset.generation.values():
+        for record in records:
+            tokens += count(format_prompt(tokenizer, user_message(record)))
+            positions += 1
+            decoded += max_new_tokens
+    return {"tokens": tokens, "head_positions": positions, "decoded": decoded}
+
+
+def _dtypes(ctx: Any, run: Any) -> tuple[str, str]:
+    from whichlora.models.loading import resolve_device
+    from whichlora.models.precision import resolve_precision, scoring_dtype
+    from whichlora.train.precision import resolve_precision as training_precision
+
+    spec = ctx.study.model
+    device = resolve_device(spec.device) if not spec.device_map else "cuda"
+    trained = training_precision(getattr(run.request, "precision", "fp32"), device)
+    scored = resolve_precision(ctx.study.evaluation.precision, device)
+    return DTYPES.get(trained, spec.dtype), scoring_dtype(scored, spec.dtype)
 
 
 def summarize_plan(ctx: Any) -> Any:
@@ -39,6 +116,7 @@ def summarize_plan(ctx: Any) -> Any:
     import pandas as pd
     from transformers import AutoConfig
 
+    from whichlora.models.flops import config_matmul_params
     from whichlora.models.loading import load_tokenizer, resolve_model_path
     from whichlora.techniques.budget import base_param_count
     from whichlora.train.prompting import encode_records
@@ -47,29 +125,39 @@ def summarize_plan(ctx: Any) -> Any:
     config = AutoConfig.from_pretrained(
         resolve_model_path(study.model.id), trust_remote_code=study.model.trust_remote_code
     )
-    params = base_param_count(config)
+    matmul = config_matmul_params(config)
+    width = int(getattr(getattr(config, "text_config", None) or config, "hidden_size", GEMM_SIZE))
     tokenizer = load_tokenizer(study.model.id, study.model.trust_remote_code)
     train, evalset = ctx.data()
     sample = encode_records(tokenizer, train[:200], study.training.max_length)
     mean_len = sum(e.length for e in sample) / max(1, len(sample))
-    tokens_per_step = mean_len * study.training.batch_size * study.training.grad_accum
-    eval_items = sum(len(v) for v in evalset.knowledge.values()) * 5 + sum(
-        len(v) for v in evalset.heldout.values()
+    mean_labelled = sum(sum(1 for x in e.labels if x != -100) for e in sample) / max(
+        1, len(sample)
     )
-    eval_tokens = (
-        eval_items * mean_len
-        + sum(len(v) for v in evalset.generation.values()) * study.evaluation.max_new_tokens * 4
-    )
+    per_step = study.training.batch_size * study.training.grad_accum
+    scoring = scoring_tokens(tokenizer, evalset, study.evaluation.max_new_tokens)
     rows = []
+    dtypes = ("float32", "float32")
     for run in ctx.runs:
-        est = estimate_run_seconds(params, tokens_per_step, run.request.steps, eval_tokens)
+        dtypes = _dtypes(ctx, run)
+        est = estimate_run_seconds(
+            matmul,
+            mean_len * per_step,
+            mean_labelled * per_step,
+            run.request.steps,
+            scoring,
+            *dtypes,
+            width=width,
+        )
+        est["evaluate_seconds"] += PER_MODEL_SECONDS
+        est["total_seconds"] += PER_MODEL_SECONDS
         rows.append({**run.as_row(), "rank": run.request.rank, **est})
     frame = pd.DataFrame(rows)
-    base = estimate_run_seconds(params, 0, 0, eval_tokens)["evaluate_seconds"]
+    base = estimate_run_seconds(matmul, 0, 0, 0, scoring, *dtypes, width=width)
     return frame, {
-        "base_params": params,
+        "base_params": base_param_count(config),
         "train_examples": len(train),
         "mean_tokens": mean_len,
-        "base_evaluate_seconds": base,
-        "total_seconds": float(frame["total_seconds"].sum()) + base,
+        "base_evaluate_seconds": base["evaluate_seconds"],
+        "total_seconds": float(frame["total_seconds"].sum()) + base["evaluate_seconds"],
     }
