@@ -511,6 +511,7 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     scores = scores_frame(ctx, run_ids)
     spec = study.analysis
     sig = significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
+    significant = time.perf_counter()
     verdicts = verdict_rows(
         scores,
         source=source,
@@ -521,11 +522,12 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     )
     tested = time.perf_counter()
     # Embeddings have their own cost rows (representations.py): the measures' seconds are theirs.
+    # Each unit stores only its own interval, so summing the units counts every second once.
     ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - encoded, key=key)
     ctx.store.replace_table(
-        "verdicts", verdicts, VERDICT_STAGE, seconds=tested - measured, key=key
+        "verdicts", verdicts, VERDICT_STAGE, seconds=tested - significant, key=key
     )
-    ctx.store.replace_table("significance", sig, STAGE, seconds=tested - measured, key=key)
+    ctx.store.replace_table("significance", sig, STAGE, seconds=significant - measured, key=key)
     ctx.store.set_kv(KV_INPUTS, inputs)
     log.info(
         "analyzed %d model(s): representations %.1f s, measures %.1f s, significance %.1f s",
