@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, command_line
+from _common import RESULTS, command_line, median
 
 Row = tuple[str, str, str, str, str, str, str]  # what, ours, peer, ratio, goal, met, command
 
@@ -537,6 +537,75 @@ def threads(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     return [], lines
 
 
+def run_scoring(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    """A run's model scored before and after this round's changes (bench_run_scoring.py)."""
+    lines = ["## 9. A run's model scored, and the bundled model's first use, before and after", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    summary = data["summary"]
+    gemm = [r["matmul"]["bf16_gflops"] for r in data["reps"]]
+    loads = [r["loadavg"] for r in data["reps"]]
+    lines += [
+        f"`{data['command']}`: one run's model (the base plus a merged rank-8 LoRA on every "
+        "linear layer, bfloat16) on the quickstart's evaluation set, three variants side by side "
+        f"in one process, alternating, {len(data['reps']) // 3} repetitions (bf16 GEMM "
+        f"{min(gemm):.0f}-{max(gemm):.0f} GFLOP/s; load average {min(loads):.1f}-"
+        f"{max(loads):.1f}). before: the LM head fed transformers' sliced hidden states (a run's "
+        "weights are frozen, so torch.matmul ran a batched matmul that copies the head's weight "
+        "once per row) at the whole scored suffix; fold: a contiguous input to the head; after: "
+        "fold, and the head only at the scored positions. Seconds are medians (min), efficiency "
+        "against the bf16 GEMM floor. Largest metric difference from before: "
+        + ", ".join(f"{k} {v:.1g}" for k, v in data["max_abs_metric_difference"].items())
+        + " (bf16 rounding).",
+        "",
+    ]
+    parts = ["knowledge", "heldout", "generation", "embed", "total"]
+    table = []
+    for variant, parts_of in summary.items():
+        cells = []
+        for part in parts:
+            cell = parts_of[part]
+            text = f"{cell['median']:.2f} ({cell['min']:.2f})"
+            if "efficiency_median" in cell:
+                text += f", {cell['efficiency_median']:.0%}"
+            cells.append(text)
+        table.append([variant, *cells])
+    lines += _table(["variant", *parts], table)
+    before, after = summary["before"]["total"]["median"], summary["after"]["total"]["median"]
+    rows: list[Row] = [
+        (
+            "a run's model scored, whole evaluation + embedding (after vs before)",
+            f"{after:.2f} s",
+            f"{before:.2f} s (before)",
+            f"{before / after:.2f}x faster",
+            "faster, same metrics",
+            _met(after < before),
+            data["command"],
+        )
+    ]
+    conversion = data.get("conversion")
+    if conversion:
+        plain, once = median(conversion["plain"]), median(conversion["parsed-once"])
+        lines += [
+            "",
+            f"Bundled model's first use (GGUF to safetensors), alternating: plain "
+            f"{plain:.1f} s, parsed once {once:.1f} s (medians of {len(conversion['plain'])}; "
+            "the files written are identical, `tests/test_builtin_model.py`).",
+        ]
+        rows.append(
+            (
+                "bundled model's first use, GGUF parsed once (after vs before)",
+                f"{once:.1f} s",
+                f"{plain:.1f} s (before)",
+                f"{plain / once:.2f}x faster",
+                "faster, same files",
+                _met(once < plain),
+                data["command"],
+            )
+        )
+    return rows, [*lines, ""]
+
+
 def techniques(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     lines = ["## 8. Every technique at one matched budget, against LoRA", ""]
     if data is None:
@@ -656,6 +725,7 @@ RESULT_NAMES = (
     "profile",
     "threads",
     "techniques",
+    "run_scoring",
 )
 
 
@@ -669,6 +739,7 @@ def write_report(out: Path) -> None:
         profile(_load("profile")),
         threads(_load("threads")),
         techniques(_load("techniques")),
+        run_scoring(_load("run_scoring")),
     ]
     machine = {}
     for name in ("train_step", "throughput", "quickstart", "mc_scoring"):
@@ -743,6 +814,19 @@ NOTES = """\
   34.0 s, loads 0.8 -> 0 s; the whole model 237.7 -> 79.3 s (a second repetition: 338.7 -> 22.3
   s; the new path in fp32, same repetition as the first: 242.2 s). Very noisy (load average 3-4
   from other work, 8-11 earlier): read the ratios, and rerun on a quiet machine.
+- Scoring a run's model (issue 16, section 9): PEFT leaves a run's merged weights frozen, and
+  `torch.matmul` folds transformers' sliced hidden states (`logits_to_keep`) into one GEMM only
+  when an operand requires grad; otherwise it copied the 49152 x 576 LM head once per batch row.
+  Every run scored at under half the base's speed for that alone (a 10 x 208-token forward
+  1.26 s against 0.58 s). `fold_head_matmul` (`src/whichlora/models/scoring.py`) hands the head
+  a contiguous input; the head also runs only at the scored positions (a boolean
+  `logits_to_keep`, `src/whichlora/evaluate/scoring.py`) and NLLs skip the greedy argmax.
+  The bundled model's first use parses its GGUF once instead of four times and builds gguf's
+  tensor-name map once instead of per submodule (`_gguf_parsed_once` in
+  `src/whichlora/models/builtin.py`), writing identical files.
+- Tried and dropped: batching generation across a model's languages (3.7x faster for 5 prompts)
+  changes bf16 greedy outputs with the batch's padding, so a unit's text would depend on which
+  other units were pending (a resumed study could differ from an uninterrupted one).
 - Tried and dropped: bfloat16 on this CPU (AMX: a 768x576x1536 matmul runs at 715 vs 163
   GFLOP/s in float32) made a quickstart LoRA step only 1.13x faster (bf16 weights) or 1.1x
   (autocast): SDPA's backward is 5x slower in bf16 on CPU and the casts eat the rest.

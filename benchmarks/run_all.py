@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "profile": ["bench_profile.py", "--technique", "lora", "--steps", "6", "--reps", "3"],
     "threads": ["bench_threads.py", "--reps", "3"],
     "techniques": ["bench_techniques.py", "--repeats", "3"],
+    "run_scoring": ["bench_run_scoring.py", "--reps", "3", "--conversion"],
     "quickstart": ["bench_quickstart.py"],
 }
 
