@@ -3,7 +3,8 @@
 Records wall time, the CPU time of the whole process tree (steadier than wall time when other
 processes share the cores), the load average sampled every 15 s during the run, and the
 seconds of every unit (training runs, evaluations, analysis) from the study's store, summed by
-stage, so the slowest stage is known. Goal: at most 10 minutes on 2 cores.
+stage, so the slowest stage is known. Goal: at most 6 minutes on 2 cores (issue 16; the README
+states the cold figure, GGUF conversion included, from a fresh clone).
 
 Every stage is also measured against its FLOP floor in the same run: before the study starts,
 the machine's float32 and bfloat16 matmul throughput is measured (2048^3 GEMMs, best of 5, on the
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REPO, RESULTS, command_line, loadavg, machine, write_json  # noqa: E402
 
-GOAL_SECONDS = 600.0
+GOAL_SECONDS = 360.0
 GOAL_EFFICIENCY = {"training": 0.60, "evaluation": 0.50, "embedding": 0.50, "study": 0.45}
 STUDY = "examples/quickstart.yaml"
 

@@ -408,7 +408,7 @@ def quickstart(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         f"{data['wall_seconds'] / 60:.1f} min wall, {data['cpu_seconds'] / 60:.1f} min CPU",
         "-",
         "-",
-        "<= 10 min",
+        f"<= {data['goal']['wall_seconds_max'] / 60:.0f} min",
         _met(data["met"]),
         data["command"],
     )
