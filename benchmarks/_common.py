@@ -135,3 +135,50 @@ def bench_records(languages: list[str] | None = None) -> list[Any]:
 def command_line(script: str, *args: str) -> str:
     """The exact command that reproduces a result, from the repository root."""
     return " ".join([".venv/bin/python", f"benchmarks/{script}", *args])
+
+
+def quickstart_parts(evalset: Any) -> dict[str, Any]:
+    """The quickstart's evaluation set split into what is timed apart: knowledge, held-out NLL,
+    generation."""
+    from whichlora.evaluate.suite import EvalSet
+
+    return {
+        "knowledge": EvalSet(knowledge=evalset.knowledge),
+        "heldout": EvalSet(heldout=evalset.heldout),
+        "generation": EvalSet(generation=evalset.generation),
+    }
+
+
+def time_parts(
+    model: Any, tokenizer: Any, parts: dict[str, Any], spec: Any, run_id: str
+) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """(seconds, FLOPs, metrics) of scoring each part with `evaluate_model`, in order."""
+    from whichlora.evaluate.suite import evaluate_model
+    from whichlora.models.flops import counting
+
+    seconds, flops, metrics = {}, {}, {}
+    for name, part in parts.items():
+        started = time.perf_counter()
+        with counting() as work:
+            result = evaluate_model(
+                model,
+                tokenizer,
+                part,
+                run_id,
+                batch_size=spec.batch_size,
+                max_new_tokens=spec.max_new_tokens,
+            )
+        seconds[name], flops[name] = time.perf_counter() - started, work.flops
+        metrics.update({f"{m['language']}:{m['metric']}": m["value"] for m in result.metrics})
+    return seconds, flops, metrics
+
+
+def time_embedding(model: Any, tokenizer: Any, texts: Any, spec: Any) -> tuple[float, float]:
+    """(seconds, FLOPs) of the analysis's layer-by-layer embedding of `texts`."""
+    from whichlora.analyze.representations import layer_representations
+    from whichlora.models.flops import counting
+
+    started = time.perf_counter()
+    with counting() as work:
+        layer_representations(model, tokenizer, texts, batch_size=spec.batch_size)
+    return time.perf_counter() - started, work.flops

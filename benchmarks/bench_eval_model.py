@@ -26,7 +26,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, RESULTS, command_line, machine, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    machine,
+    quickstart_parts,
+    time_embedding,
+    time_parts,
+    write_json,
+)
 
 VARIANTS = ("before", "after-bf16", "after-fp32")
 
@@ -54,12 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from whichlora.analyze.representations import layer_representations
     from whichlora.analyze.stage import parallel_texts
     from whichlora.config.study import load_study
     from whichlora.evaluate import scoring
-    from whichlora.evaluate.suite import EvalSet, evaluate_model
-    from whichlora.models.flops import counting, machine_throughput
+    from whichlora.models.flops import machine_throughput
     from whichlora.models.scoring import ScoringModels, load_scoring_model
     from whichlora.study.datasets import evaluation_set, training_data
 
@@ -68,18 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = study.evaluation
     evalset = evaluation_set(study, training_data(study)[1])
     texts = parallel_texts(study)
-    parts = {
-        "knowledge": EvalSet(knowledge=evalset.knowledge),
-        "heldout": EvalSet(heldout=evalset.heldout),
-        "generation": EvalSet(generation=evalset.generation),
-    }
+    parts = quickstart_parts(evalset)
     new_batches = scoring._batches
     shared = {p: ScoringModels(study.model, True, p) for p in ("fp32", "bf16")}
     for models in shared.values():
         models.get(None)  # the one read from disk, outside the timings
 
     def one(variant: str) -> tuple[dict[str, float], dict[str, float], dict[Any, Any]]:
-        seconds, flops, metrics = {}, {}, {}
+        seconds: dict[str, float] = {}
         scoring._batches = old_batches if variant == "before" else new_batches
         started = time.perf_counter()
         if variant == "before":
@@ -87,27 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, tokenizer = shared[variant.split("-")[1]].get(None)
         seconds["load"] = time.perf_counter() - started
-        for name, part in parts.items():
-            started = time.perf_counter()
-            with counting() as work:
-                result = evaluate_model(
-                    model,
-                    tokenizer,
-                    part,
-                    "base",
-                    batch_size=spec.batch_size,
-                    max_new_tokens=spec.max_new_tokens,
-                )
-            seconds[name], flops[name] = time.perf_counter() - started, work.flops
-            metrics.update({f"{m['language']}:{m['metric']}": m["value"] for m in result.metrics})
+        timed, flops, metrics = time_parts(model, tokenizer, parts, spec, "base")
+        seconds.update(timed)
         if variant == "before":  # the analysis loaded the model again
             started = time.perf_counter()
             model, tokenizer = load_scoring_model(study.model, None, True)
             seconds["load"] += time.perf_counter() - started
-        started = time.perf_counter()
-        with counting() as work:
-            layer_representations(model, tokenizer, texts, batch_size=spec.batch_size)
-        seconds["embed"], flops["embed"] = time.perf_counter() - started, work.flops
+        seconds["embed"], flops["embed"] = time_embedding(model, tokenizer, texts, spec)
         return seconds, flops, metrics
 
     reps: list[dict[str, Any]] = []

@@ -32,7 +32,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import REPO, RESULTS, command_line, machine, median, write_json  # noqa: E402
+from _common import (  # noqa: E402
+    REPO,
+    RESULTS,
+    command_line,
+    machine,
+    median,
+    quickstart_parts,
+    time_embedding,
+    time_parts,
+    write_json,
+)
 
 VARIANTS = ("before", "fold", "after")
 PARTS = ("knowledge", "heldout", "generation", "embed")
@@ -83,13 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from whichlora.analyze.representations import layer_representations
     from whichlora.analyze.stage import parallel_texts
     from whichlora.config.study import load_study
     from whichlora.evaluate import scoring
-    from whichlora.evaluate.suite import EvalSet, evaluate_model
     from whichlora.models import scoring as scoring_models
-    from whichlora.models.flops import counting, machine_throughput
+    from whichlora.models.flops import machine_throughput
     from whichlora.study.datasets import evaluation_set, training_data
 
     torch.set_num_threads(args.threads)
@@ -97,11 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     spec = study.evaluation
     evalset = evaluation_set(study, training_data(study)[1])
     texts = parallel_texts(study)
-    parts = {
-        "knowledge": EvalSet(knowledge=evalset.knowledge),
-        "heldout": EvalSet(heldout=evalset.heldout),
-        "generation": EvalSet(generation=evalset.generation),
-    }
+    parts = quickstart_parts(evalset)
     fold, position_mask = scoring_models.fold_head_matmul, scoring.head_takes_position_mask
     scratch = Path(tempfile.mkdtemp())
     adapter = make_adapter(study, scratch / "adapter")
@@ -113,24 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             position_mask if variant == "after" else (lambda _m: False)
         )
         model, tokenizer = shared.get(adapter)  # the copy and merge, outside the timings
-        seconds, flops, metrics = {}, {}, {}
-        for name, part in parts.items():
-            started = time.perf_counter()
-            with counting() as work:
-                result = evaluate_model(
-                    model,
-                    tokenizer,
-                    part,
-                    "run",
-                    batch_size=spec.batch_size,
-                    max_new_tokens=spec.max_new_tokens,
-                )
-            seconds[name], flops[name] = time.perf_counter() - started, work.flops
-            metrics.update({f"{m['language']}:{m['metric']}": m["value"] for m in result.metrics})
-        started = time.perf_counter()
-        with counting() as work:
-            layer_representations(model, tokenizer, texts, batch_size=spec.batch_size)
-        seconds["embed"], flops["embed"] = time.perf_counter() - started, work.flops
+        seconds, flops, metrics = time_parts(model, tokenizer, parts, spec, "run")
+        seconds["embed"], flops["embed"] = time_embedding(model, tokenizer, texts, spec)
         return seconds, flops, metrics
 
     reps: list[dict[str, Any]] = []

@@ -99,14 +99,20 @@ def config_matmul_params(config: Any) -> tuple[int, int]:
 
 
 def matmul_gflops(
-    dtype: str = "float32", device: str = "cpu", size: int = GEMM_SIZE, repeats: int = GEMM_REPEATS
+    dtype: str = "float32",
+    device: str = "cpu",
+    size: int = GEMM_SIZE,
+    repeats: int = GEMM_REPEATS,
+    rows: int | None = None,
 ) -> float:
     """The best of `repeats` size^3 GEMMs on `device` (torch's current threads on a CPU), in
-    GFLOP/s: the speed a stage's matmuls could reach here at best."""
+    GFLOP/s: the speed a stage's matmuls could reach here at best. `rows` < size times the
+    size x size matrix instead (rows=1: the matrix-vector speed of decoding one token)."""
     import torch
 
     kind = getattr(torch, dtype)
-    a = torch.randn(size, size, device=device).to(kind)
+    rows = size if rows is None else rows
+    a = torch.randn(rows, size, device=device).to(kind)
     b = torch.randn(size, size, device=device).to(kind)
 
     def sync() -> None:
@@ -121,7 +127,7 @@ def matmul_gflops(
         torch.mm(a, b)
         sync()
         best = min(best, time.perf_counter() - started)
-    return 2.0 * size**3 / best / 1e9
+    return 2.0 * rows * size**2 / best / 1e9
 
 
 def machine_throughput(

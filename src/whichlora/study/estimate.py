@@ -26,21 +26,7 @@ def matmul_flops(dtype: str = "float32", rows: int = GEMM_SIZE, width: int = GEM
     width x width, best of 5."""
     from whichlora.models.flops import matmul_gflops
 
-    if rows == width:
-        return matmul_gflops(dtype, size=width, repeats=5) * 1e9
-    import time
-
-    import torch
-
-    kind = getattr(torch, dtype)
-    a, b = torch.randn(rows, width).to(kind), torch.randn(width, width).to(kind)
-    a @ b
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2.0 * rows * width * width / best
+    return matmul_gflops(dtype, size=width, repeats=5, rows=rows) * 1e9
 
 
 def estimate_run_seconds(
