@@ -9,7 +9,10 @@ Side by side in one process, the order alternating per repetition:
   weights frozen, so torch.matmul runs the head as a batched matmul that copies its weight once
   per row), at the aligned suffix of scored positions;
 - fold: the head's input made contiguous (`models/scoring.fold_head_matmul`), same positions;
-- after: fold, and the head only at the scored positions (boolean `logits_to_keep`).
+- mask: fold, and the head only at the scored positions (boolean `logits_to_keep`), the
+  log-softmax at the targets over all of a forward's targets at once;
+- after: mask, the log-softmax at the targets a few rows at a time
+  (`evaluate/scoring.TARGET_CHUNK_ROWS`; the whole array: 1 << 30 rows).
 
 Each part (knowledge, held-out NLL, generation, embedding) reports min/median seconds, the ratio
 before/after, and efficiency against the bf16 GEMM speed measured at each repetition's start.
@@ -44,7 +47,8 @@ from _common import (  # noqa: E402
     write_json,
 )
 
-VARIANTS = ("before", "fold", "after")
+VARIANTS = ("before", "fold", "mask", "after")
+WHOLE = 1 << 30  # one chunk of every target: the log-softmax as it was before chunking
 PARTS = ("knowledge", "heldout", "generation", "embed")
 
 
@@ -107,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = parallel_texts(study)
     parts = quickstart_parts(evalset)
     fold, position_mask = scoring_models.fold_head_matmul, scoring.head_takes_position_mask
+    chunk_rows = scoring.TARGET_CHUNK_ROWS
     scratch = Path(tempfile.mkdtemp())
     adapter = make_adapter(study, scratch / "adapter")
     shared = scoring_models.ScoringModels(study.model, True, "bf16")
@@ -114,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     def one(variant: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
         scoring_models.fold_head_matmul = fold if variant != "before" else (lambda _m: None)
         scoring.head_takes_position_mask = (
-            position_mask if variant == "after" else (lambda _m: False)
+            position_mask if variant in ("mask", "after") else (lambda _m: False)
         )
+        scoring.TARGET_CHUNK_ROWS = chunk_rows if variant == "after" else WHOLE
         model, tokenizer = shared.get(adapter)  # the copy and merge, outside the timings
         seconds, flops, metrics = time_parts(model, tokenizer, parts, spec, "run")
         seconds["embed"], flops["embed"] = time_embedding(model, tokenizer, texts, spec)
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         scoring_models.fold_head_matmul, scoring.head_takes_position_mask = fold, position_mask
+        scoring.TARGET_CHUNK_ROWS = chunk_rows
 
     summary: dict[str, Any] = {}
     for variant in VARIANTS:

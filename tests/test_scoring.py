@@ -209,6 +209,21 @@ def test_suffix_logits_fallback_matches_naive(
     assert [g for _, g in ours] == [g for _, g in naive]
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_target_log_probs_do_not_depend_on_the_chunking(
+    model: Model, tokenizer: Tok, monkeypatch: pytest.MonkeyPatch, rows: int
+) -> None:
+    """The log-softmax at the targets is taken a few rows at a time; every row's reduction is
+    its own, so chunks of 1 or 3 rows give exactly what one chunk of all rows gives."""
+    requests = _mc_requests(ITEMS) + [("", "The quick brown fox jumps over the lazy dog")]
+    whole = loglikelihood(model, tokenizer, requests, batch_size=5)
+    monkeypatch.setattr(scoring, "TARGET_CHUNK_ROWS", rows)
+    chunked = loglikelihood(model, tokenizer, requests, batch_size=5)
+    assert chunked == whole
+    naive = _naive_loglikelihood(model, tokenizer, requests)
+    assert [g for _, g in chunked] == [g for _, g in naive]
+
+
 def test_peft_wrapped_model_matches_naive(tokenizer: Tok) -> None:
     peft = pytest.importorskip("peft")
     base = _tiny_llama(len(tokenizer))

@@ -335,8 +335,9 @@ class _Plan:
 
 def _scored_logits(
     model: CausalLM, lay: _Layout, plan: _Plan, inputs: dict[str, torch.Tensor]
-) -> torch.Tensor:
-    """The logits predicting every target, one row per target, in the model's dtype.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, rows): the logits the head computed as one [positions, vocab] array in the
+    model's dtype, and for every target the row of it that predicts the target.
 
     With `keep_mask` the LM head runs only at the distinct positions some target is predicted
     from (a packed row's continuations share their context's last position); otherwise at the
@@ -350,10 +351,39 @@ def _scored_logits(
         keep[rows, positions] = True
         flat = keep.flatten().cumsum(0).view_as(keep) - 1  # row-major, as the model flattens
         logits = model(**inputs, logits_to_keep=keep.to(model.device)).logits
-        return logits[flat[rows, positions].to(logits.device)]
+        return logits.reshape(-1, logits.shape[-1]), flat[rows, positions]
     kwargs = {"logits_to_keep": lay.keep} if plan.keep_logits else {}
-    logits = model(**inputs, **kwargs).logits[:, -lay.keep :]
-    return logits[lay.batch_index, lay.logit_index]
+    logits = model(**inputs, **kwargs).logits  # [rows, keep or all positions, vocab]
+    width = logits.shape[1]  # the kept suffix starts at width - keep
+    index = torch.tensor(lay.batch_index) * width + torch.tensor(lay.logit_index)
+    return logits.reshape(-1, logits.shape[-1]), index + (width - lay.keep)
+
+
+TARGET_CHUNK_ROWS = 32  # 32 x 49152 float32 = 6 MB: the upcast rows stay in cache
+
+
+def _target_log_probs(
+    logits: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor, greedy: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(target), whether the target is the argmax) per target, in float32.
+
+    The log-softmax is taken only at the target (logit - logsumexp), a chunk of rows at a time:
+    gathering, upcasting and reducing one [targets, vocab] array at once wrote and re-read
+    hundreds of MB (743 held-out targets: 150 MB in float32), 3.4x slower than chunks that stay
+    in cache. Each row's values are the same either way (row-wise reductions)."""
+    rows = rows.to(logits.device)
+    log_probs, hits = [], []
+    for row_chunk, target_chunk in zip(
+        rows.split(TARGET_CHUNK_ROWS), targets.split(TARGET_CHUNK_ROWS), strict=True
+    ):
+        chunk = logits.index_select(0, row_chunk).float()
+        picked = chunk.gather(1, target_chunk[:, None]).squeeze(1)
+        log_probs.append(picked - torch.logsumexp(chunk, dim=-1))
+        if greedy:
+            hits.append(chunk.argmax(dim=-1) == target_chunk)
+    token_lp = torch.cat(log_probs)
+    greedy_hits = torch.cat(hits) if greedy else torch.zeros_like(targets, dtype=torch.bool)
+    return token_lp, greedy_hits
 
 
 def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[int, float, bool]]:
@@ -368,14 +398,9 @@ def _score_batch(model: CausalLM, rows: list[_Row], plan: _Plan) -> list[tuple[i
         "position_ids": lay.position_ids.to(device),
         "use_cache": False,
     }
-    picked = _scored_logits(model, lay, plan, inputs).float()
-    targets = torch.tensor(lay.targets, device=picked.device)
-    # log_softmax at the target only: saves writing a [tokens, vocab] array we would not read
-    token_lp = picked.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(picked, dim=-1)
-    if plan.greedy:
-        greedy = picked.argmax(dim=-1) == targets
-    else:
-        greedy = torch.zeros_like(targets, dtype=torch.bool)
+    logits, at = _scored_logits(model, lay, plan, inputs)
+    targets = torch.tensor(lay.targets, device=logits.device)
+    token_lp, greedy = _target_log_probs(logits, at, targets, plan.greedy)
     sizes = [n for _, n in lay.request_sizes]
     return [
         (index, float(lp.sum()), bool(g.all()))
