@@ -416,6 +416,13 @@ def quickstart(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     return [row, *floors], lines + floor_lines
 
 
+def _goal_text(row: dict[str, Any]) -> str:
+    if not row.get("goal_min"):
+        return "-"
+    floor = " of fp32 floor" if row.get("goal_floor") == "fp32" else ""
+    return f">= {row['goal_min']:.0%}{floor}"
+
+
 def quickstart_floors(data: dict[str, Any]) -> tuple[list[Row], list[str]]:
     """Each stage against its FLOP floor, measured in the same run (bench_quickstart.py)."""
     rows = data.get("efficiency") or []
@@ -428,12 +435,23 @@ def quickstart_floors(data: dict[str, Any]) -> tuple[list[Row], list[str]]:
         f"bfloat16 ({gemm['threads']} threads). Each unit stores the tokens and matmul FLOPs its "
         "forwards needed (2 per weight per token; training a frozen base 4, the adapter 6; no "
         "padding, no attention scores); floor = FLOPs / GEMM speed of the stage's precision; "
-        "efficiency = floor / measured seconds. The study row divides every floor by every "
-        "unit's seconds, analysis included.",
+        "efficiency = floor / measured seconds; 'of fp32 floor' puts the same FLOPs at float32 "
+        "speed (the training goal's floor, whatever precision training runs in). The study row "
+        "divides every floor by every unit's seconds, analysis included.",
         "",
     ]
     lines += _table(
-        ["stage", "precision", "seconds", "tokens", "GFLOP", "floor s", "efficiency", "goal"],
+        [
+            "stage",
+            "precision",
+            "seconds",
+            "tokens",
+            "GFLOP",
+            "floor s",
+            "efficiency",
+            "of fp32 floor",
+            "goal",
+        ],
         [
             [
                 r["stage"],
@@ -443,15 +461,17 @@ def quickstart_floors(data: dict[str, Any]) -> tuple[list[Row], list[str]]:
                 f"{r['flops'] / 1e9:.0f}",
                 f"{r['floor_seconds']:.1f}",
                 f"{r['efficiency']:.0%}",
-                f">= {r['goal_min']:.0%}" if r.get("goal_min") else "-",
+                f"{r.get('fp32_efficiency', r['efficiency']):.0%}",
+                _goal_text(r),
             ]
             for r in rows
         ],
     )
     out: list[Row] = [
         (
-            f"quickstart {r['stage']}: fraction of its FLOP floor",
-            f"{r['efficiency']:.0%}",
+            f"quickstart {r['stage']}: fraction of "
+            + ("the float32 FLOP floor" if r.get("goal_floor") == "fp32" else "its FLOP floor"),
+            f"{r.get('goal_value', r['efficiency']):.0%}",
             "-",
             "-",
             f">= {r['goal_min']:.0%}" if r.get("goal_min") else "-",
@@ -695,6 +715,73 @@ Machine: {cpu}, {cpus} cores. {load_sentence}
 """
 
 
+def train_precision(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    """The quickstart's training runs in fp32 and bf16 side by side (bench_train_precision.py)."""
+    lines = ["## 10. The quickstart's training in float32 and in bf16, side by side", ""]
+    if data is None:
+        return [], lines + ["Not run.", ""]
+    reps = data["reps"]
+    gemm = [r["matmul"]["fp32_gflops"] for r in reps]
+    loads = [r["loadavg"][0] for r in reps]
+    lines += [
+        f"`{data['command']}`: each quickstart technique's first run, all its steps, on a fresh "
+        "copy of the base, the variants alternating (order rotating) over "
+        f"{max(r['rep'] for r in reps) + 1} repetitions (fp32 GEMM {min(gemm):.0f}-"
+        f"{max(gemm):.0f} GFLOP/s; load average {min(loads):.1f}-{max(loads):.1f}). fp32: "
+        "float32 throughout; bf16-sdpa: bf16 autocast, attention too (CPU autocast casts SDPA "
+        "to bf16); bf16: autocast with attention kept in float32 (what `training.precision: "
+        "auto` now gives on a CPU with AMX/AVX512-BF16); fp32-peft-norm (DoRA): fp32 with "
+        "PEFT's own DoRA weight norm instead of the factored one (techniques/dora_norm.py). "
+        "Seconds: median (min) per run; '% fp32 floor': the run's matmul FLOPs at float32 "
+        "GEMM speed over its seconds; loss: the largest difference of a step's loss from "
+        "fp32's.",
+        "",
+    ]
+    names = ["fp32", "bf16-sdpa", "bf16", "fp32-peft-norm"]
+    table = []
+    for technique, s in data["summary"].items():
+        cells = []
+        for name in names:
+            cell = s["seconds"].get(name)
+            if cell is None:
+                cells.append("-")
+                continue
+            text = f"{cell['median']:.1f} ({cell['min']:.1f}), {s['fp32_efficiency'][name]:.0%}"
+            if name in s["max_loss_difference"]:
+                text += f", loss {s['max_loss_difference'][name]:.3f}"
+            cells.append(text)
+        table.append([technique, *cells, f"{s['speedup']:.2f}x"])
+    lines += _table(["technique", *names, "fp32 / bf16"], table)
+    totals = data["totals"]
+    rows: list[Row] = [
+        (
+            "quickstart techniques' training, bf16 with float32 attention (vs fp32)",
+            f"{totals['bf16']:.1f} s",
+            f"{totals['fp32']:.1f} s (fp32)",
+            f"{data['speedup_total']:.2f}x faster",
+            "faster",
+            _met(totals["bf16"] < totals["fp32"]),
+            data["command"],
+        )
+    ]
+    dora = data["summary"].get("dora", {})
+    if "speedup_factored_norm" in dora:
+        peft_norm = dora["seconds"]["fp32-peft-norm"]["median"]
+        ours = dora["seconds"]["fp32"]["median"]
+        rows.append(
+            (
+                "DoRA run, factored weight norm (vs PEFT's), fp32",
+                f"{ours:.1f} s",
+                f"{peft_norm:.1f} s (PEFT)",
+                f"{dora['speedup_factored_norm']:.2f}x faster",
+                "faster, same losses",
+                _met(ours < peft_norm),
+                data["command"],
+            )
+        )
+    return rows, [*lines, ""]
+
+
 def _loads_in(value: Any) -> list[float]:
     """Every 1-minute load average recorded anywhere in a result (keys starting 'loadavg')."""
     found: list[float] = []
@@ -742,6 +829,7 @@ RESULT_NAMES = (
     "threads",
     "techniques",
     "run_scoring",
+    "train_precision",
 )
 
 
@@ -756,6 +844,7 @@ def write_report(out: Path) -> None:
         threads(_load("threads")),
         techniques(_load("techniques")),
         run_scoring(_load("run_scoring")),
+        train_precision(_load("train_precision")),
     ]
     machine = {}
     for name in ("train_step", "throughput", "quickstart", "mc_scoring"):

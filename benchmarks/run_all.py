@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "threads": ["bench_threads.py", "--reps", "3"],
     "techniques": ["bench_techniques.py", "--repeats", "3"],
     "run_scoring": ["bench_run_scoring.py", "--reps", "3", "--conversion"],
+    "train_precision": ["bench_train_precision.py", "--reps", "2"],
     "quickstart": ["bench_quickstart.py"],
 }
 

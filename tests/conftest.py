@@ -10,6 +10,7 @@ tiny_request, train_tiny (-> TrainedRun), load_adapter, one_torch_thread.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ from typing import Any
 import pytest
 
 from whichlora.data.records import Record
+
+# `precision: auto` means bf16 on CPUs with AMX/AVX512-BF16: in tests, here and in the processes
+# they start, every CPU counts as without, so a test's runs do not depend on the machine (and
+# tiny models, too small for bf16 to pay, stay fast). Tests of that choice set it themselves.
+os.environ["WHICHLORA_CPU_BF16"] = "0"
 
 # (language, instruction, output): short, so a 3-step run takes well under a second.
 SAMPLES: list[tuple[str, str, str]] = [

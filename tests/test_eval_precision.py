@@ -94,7 +94,7 @@ def test_auto_is_pinned_per_study_folder(tmp_path: Path, tiny_model_dir: Path) -
     (old / "resolved.yaml").write_text(yaml.safe_dump(held), encoding="utf-8")
     assert pin_precision(study, old).evaluation.precision == "bf16"
     explicit = _study(tiny_model_dir, precision="fp32")
-    assert pin_precision(explicit, old) is explicit
+    assert pin_precision(explicit, old).evaluation is explicit.evaluation  # left as written
 
 
 def test_bf16_is_in_scoring_keys_only(tiny_model_dir: Path) -> None:
@@ -110,6 +110,17 @@ def test_bf16_is_in_scoring_keys_only(tiny_model_dir: Path) -> None:
     run = plan_study(default)[0]
     assert keys["fp32"] == (train_key(default, run), evaluate_key(default, run, "de"))
     assert keys["bf16"][0] == keys["fp32"][0] and keys["bf16"][1] != keys["fp32"][1]
+
+
+def test_the_cpu_bf16_override_beats_the_detection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from whichlora.models.precision import CPU_BF16_ENV, fast_bf16
+
+    for told, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv(CPU_BF16_ENV, told)
+        fast_bf16.cache_clear()
+        assert fast_bf16("cpu") is expected
+        assert resolve_precision("auto", "cpu") == ("bf16" if expected else "fp32")
+    fast_bf16.cache_clear()
 
 
 def test_cpu_flags_and_dtypes(tmp_path: Path) -> None:

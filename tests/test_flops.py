@@ -65,6 +65,9 @@ def test_efficiency_is_the_floor_over_the_measured_seconds(tmp_path: Path) -> No
     assert rows["embedding"]["efficiency"] == pytest.approx(2.0)  # fp32 unless told
     assert rows["study"]["seconds"] == pytest.approx(20.0)
     assert rows["study"]["efficiency"] == pytest.approx((5.0 + 2.0 + 2.0) / 20.0)
+    assert rows["evaluation"]["fp32_efficiency"] == pytest.approx(8.0 / 4.0)  # at 100 GFLOP/s
+    assert rows["training"]["fp32_efficiency"] == rows["training"]["efficiency"]
+    assert rows["study"]["fp32_efficiency"] == pytest.approx((5.0 + 8.0 + 2.0) / 20.0)
 
 
 def test_a_store_from_before_floors_gains_the_columns(tmp_path: Path) -> None:

@@ -41,11 +41,14 @@ def study_dict(tiny_model_dir: Path, **training: Any) -> dict[str, Any]:
 
 
 def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
-    tiny_model_dir: Path,
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A study from before `training.precision` (every run float32) keeps its train key:
     "auto" resolves to fp32 on CPU and fp32 is left out of the key. The reference payload is
     the key as it was computed before the field existed."""
+    from whichlora.train import precision
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)  # a CPU without AMX
     study = parse_study(study_dict(tiny_model_dir))
     run = plan_study(study)[0]
     assert run.request.precision == "fp32"
@@ -72,12 +75,63 @@ def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
     assert train_key(bf16, plan_study(bf16)[0]) != expected
 
 
-def test_auto_resolves_by_where_the_run_trains() -> None:
-    assert resolve_precision("auto", "cpu") == "fp32"
+def test_auto_resolves_by_where_the_run_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    from whichlora.train import precision
+
+    for fast, expected in ((False, "fp32"), (True, "bf16")):  # a CPU without / with AMX
+        monkeypatch.setattr(precision, "fast_bf16", lambda device, fast=fast: fast)
+        assert resolve_precision("auto", "cpu") == expected
+        assert resolve_precision("auto", "cpu", cpu_bf16=False) == "fp32"  # what auto was
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
     assert resolve_precision("fp16", "cpu") == "fp16"  # an explicit choice is kept
     if not torch.cuda.is_available():  # a Ray cluster's GPUs, planned from a CPU driver
         assert resolve_precision("auto", "auto", gpus_per_run=1) == "bf16"
         assert resolve_precision("auto", "auto") == "fp32"
+
+
+def test_a_study_folder_pins_what_auto_trained_in(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new folder pins this machine's choice (bf16 on a CPU with AMX) and keeps it on a
+    machine without; a folder whose resolved.yaml says auto was written when auto meant fp32
+    on every CPU, and one from before the setting trained fp32: both keep their fp32 keys."""
+    import yaml
+
+    from whichlora.config.study import dump_study
+    from whichlora.study.context import open_study, pin_precision
+    from whichlora.train import precision
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump(study_dict(tiny_model_dir)), encoding="utf-8")
+    new = tmp_path / "new"
+    ctx = open_study(study_file, new)
+    try:
+        assert ctx.study.training.precision == "bf16"
+        assert ctx.runs[0].request.precision == "bf16"
+    finally:
+        ctx.close()
+    held = yaml.safe_load((new / "resolved.yaml").read_text(encoding="utf-8"))
+    assert held["training"]["precision"] == "bf16"
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: False)
+    study = parse_study(study_dict(tiny_model_dir))
+    assert pin_precision(study, new).training.precision == "bf16"  # another machine
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
+    old = tmp_path / "old"
+    old.mkdir()
+    held = yaml.safe_load(dump_study(study))
+    assert held["training"]["precision"] == "auto"  # what a folder of the old code holds
+    (old / "resolved.yaml").write_text(yaml.safe_dump(held), encoding="utf-8")
+    assert pin_precision(study, old).training.precision == "fp32"
+    del held["training"]["precision"]  # from before training.precision existed
+    (old / "resolved.yaml").write_text(yaml.safe_dump(held), encoding="utf-8")
+    assert pin_precision(study, old).training.precision == "fp32"
+    explicit = parse_study(study_dict(tiny_model_dir, precision="fp32"))
+    assert pin_precision(explicit, old).training.precision == "fp32"
+    half = study_dict(tiny_model_dir)
+    half["model"]["dtype"] = "float16"  # fp16 weights keep their own arithmetic on CPU
+    assert pin_precision(parse_study(half), tmp_path / "half").training.precision == "fp32"
 
 
 def test_unknown_precision_is_a_clear_error(tiny_model_dir: Path) -> None:
@@ -104,6 +158,65 @@ def test_bf16_autocast_tracks_fp32_and_saves_a_float32_adapter_plain_peft_loads(
     torch.testing.assert_close(
         logits_on(reloaded, probe_batch), logits_on(bf16.model, probe_batch), atol=1e-4, rtol=0
     )
+
+
+class AttentionKernelDtypes:
+    """Records the dtype the attention kernel really runs in: CPU autocast casts SDPA's
+    inputs below the Python call (transformers' rotary embedding hands it float32 q and k),
+    so the dtype is read at the dispatched aten op."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        seen: list[torch.dtype] = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                if "scaled_dot_product" in str(func):
+                    seen.append(args[0].dtype)
+                return func(*args, **(kwargs or {}))
+
+        self.seen, self.mode = seen, Mode
+
+
+def test_bf16_on_cpu_runs_attention_in_float32_and_hands_the_model_back_as_loaded(
+    train_tiny: Any,
+) -> None:
+    """The linear layers run in bf16 under autocast; the attention kernel in float32 (SDPA's
+    CPU backward is slower in bf16). Afterwards the model is plain SDPA again, which autocast
+    runs in bf16."""
+    spy = AttentionKernelDtypes()
+    with spy.mode():
+        bf16 = train_tiny("lora", run_name="bf16", steps=2, precision="bf16")
+    assert spy.seen and set(spy.seen) == {torch.float32}
+    assert bf16.model.config._attn_implementation == "sdpa"
+    spy.seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16), spy.mode():
+        bf16.model(input_ids=torch.tensor([[1, 2, 3]]))
+    assert spy.seen and set(spy.seen) == {torch.bfloat16}
+
+
+def test_float32_attention_builds_the_same_padding_mask_as_sdpa(
+    fresh_model: Any, probe_batch: dict[str, Any]
+) -> None:
+    """Registered with transformers' mask function too: with padding in the batch, the float32
+    attention gives exactly plain SDPA's logits in float32 (no mask at all would differ)."""
+    from whichlora.train.precision import float32_attention
+
+    model = fresh_model().model.eval()
+    batch = {k: v for k, v in probe_batch.items() if k != "labels"}
+    batch["attention_mask"] = batch["attention_mask"].clone()
+    batch["attention_mask"][0, : batch["attention_mask"].shape[1] // 2] = 0  # left padding
+    with torch.no_grad():
+        plain = model(**batch).logits
+        with float32_attention(model, "bf16", "cpu") as active:
+            assert active and model.config._attn_implementation != "sdpa"
+            ours = model(**batch).logits
+        unmasked = model(input_ids=batch["input_ids"]).logits
+    torch.testing.assert_close(ours, plain, atol=0, rtol=0)
+    assert not torch.allclose(unmasked[0], plain[0])
+    with float32_attention(model, "fp32", "cpu") as active:
+        assert not active and model.config._attn_implementation == "sdpa"
 
 
 # ------------------------------------------------------------------ gradient checkpointing

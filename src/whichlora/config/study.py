@@ -186,8 +186,9 @@ class TrainingSpec(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="compute dtype of the forward (autocast; adapter weights and optimizer "
-        "state stay float32, fp16 scales the loss); 'auto': bf16 on a CUDA GPU that has it, "
-        "fp32 on CPU",
+        "state stay float32, fp16 scales the loss); 'auto': bf16 where its matmuls are fast (a "
+        "CUDA GPU that has it, a CPU with AMX/AVX512-BF16, attention kept float32 there), else "
+        "fp32; pinned in resolved.yaml when the study opens",
     )
     gradient_checkpointing: bool = Field(
         False,

@@ -52,15 +52,16 @@ def efficiency_rows(
         totals[name][1] += tokens or 0
         totals[name][2] += flops
     out = []
-    floor_total = 0.0
+    floor_total = fp32_total = 0.0
     for name in STAGES:
         seconds, tokens, flops = totals[name]
         if not seconds:
             continue
         precision = precisions.get(name, "fp32")
-        gflops = throughput[f"{precision}_gflops"]
-        floor = flops / (gflops * 1e9)
+        floor = flops / (throughput[f"{precision}_gflops"] * 1e9)
+        fp32_floor = flops / (throughput["fp32_gflops"] * 1e9)
         floor_total += floor
+        fp32_total += fp32_floor
         out.append(
             {
                 "stage": name,
@@ -70,6 +71,9 @@ def efficiency_rows(
                 "flops": flops,
                 "floor_seconds": floor,
                 "efficiency": floor / seconds,
+                # the same FLOPs at float32 GEMM speed: what bf16 gains over float32 work
+                "fp32_floor_seconds": fp32_floor,
+                "fp32_efficiency": fp32_floor / seconds,
             }
         )
     if out and all_seconds:
@@ -82,6 +86,8 @@ def efficiency_rows(
                 "flops": sum(r["flops"] for r in out),
                 "floor_seconds": floor_total,
                 "efficiency": floor_total / all_seconds,
+                "fp32_floor_seconds": fp32_total,
+                "fp32_efficiency": fp32_total / all_seconds,
             }
         )
     return out
@@ -90,7 +96,7 @@ def efficiency_rows(
 def study_precisions(study: Any) -> dict[str, str]:
     """The precision each stage ran in, for its floor."""
     scoring = study.evaluation.precision if study.evaluation.precision != "auto" else "fp32"
-    training = getattr(study.training, "precision", "fp32")
+    training = getattr(study.training, "precision", "fp32")  # pinned in a study's resolved.yaml
     return {
         "training": "bf16" if training == "bf16" else "fp32",
         "evaluation": scoring,

@@ -273,6 +273,7 @@ def efficiency_table(inputs: ReportInputs) -> Table | None:
             "GFLOP needed": frame["flops"].map(lambda v: fmt_num(v / 1e9, 1)),
             "floor (s)": frame["floor_seconds"].map(lambda v: fmt_num(v, 1)),
             "efficiency": frame["efficiency"].map(lambda v: f"{v:.0%}"),
+            "of the fp32 floor": frame["fp32_efficiency"].map(lambda v: f"{v:.0%}"),
         }
     )
     return Table(
@@ -281,7 +282,8 @@ def efficiency_table(inputs: ReportInputs) -> Table | None:
         "per token forward; a frozen base's backward adds one forward's worth, the adapter's "
         "three times its weights) at this machine's measured GEMM speed in the stage's "
         "precision. Efficiency = floor / measured time; the study row divides by every unit's "
-        "seconds, analysis included.",
+        "seconds, analysis included. 'of the fp32 floor': the same FLOPs at float32 GEMM speed "
+        "(bf16 stages beat float32 work when it exceeds what fp32 reaches).",
         display,
         frame,
     )

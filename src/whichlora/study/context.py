@@ -322,28 +322,54 @@ def preflight(study: Study, runs: list[RunSpec], where: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ open
+def _held_study(study_dir: Path) -> dict[str, Any] | None:
+    """The study folder's resolved.yaml as a dict; None for a new folder (or an unreadable
+    file: then the folder is pinned as a new one)."""
+    resolved = study_dir / RESOLVED
+    if not resolved.is_file():
+        return None
+    try:
+        held = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return held if isinstance(held, dict) else None
+
+
+def _held_setting(held: dict[str, Any], section: str, default: str) -> str:
+    value = held.get(section)
+    return str((value if isinstance(value, dict) else {}).get("precision", default))
+
+
 def pin_precision(study: Study, study_dir: Path) -> Study:
-    """`evaluation.precision: auto` made concrete once per study folder: what its resolved.yaml
-    holds (fp32 for a folder from before the setting, whose scores are float32), else what this
-    machine runs fast. Pinned, a study resumed or grown on another machine keeps its keys and
-    scores everything, base and runs alike, in one precision."""
+    """`precision: auto` made concrete once per study folder, for evaluation and training alike:
+    what its resolved.yaml holds, else what this machine runs fast. Pinned, a study resumed or
+    grown on another machine keeps its keys, scores everything (base and runs alike) in one
+    precision and trains its new runs as it trained the first ones.
+
+    Folders from before a setting keep what they ran in: fp32 scores (before
+    `evaluation.precision`), fp32 training (before `training.precision`), and a training
+    `auto` written before it meant bf16 on CPUs with AMX/AVX512-BF16 stays what it was then."""
     from whichlora.models.precision import AUTO, FP32
     from whichlora.study.keys import evaluation_precision
+    from whichlora.train.precision import DEFAULT, resolve_precision
 
-    if study.evaluation.precision != AUTO:
-        return study
-    pinned = None
-    resolved = study_dir / RESOLVED
-    if resolved.is_file():
-        try:
-            held = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
-            pinned = (held.get("evaluation") or {}).get("precision", FP32)
-        except (OSError, yaml.YAMLError, AttributeError):
-            pinned = None
-    if pinned in (None, AUTO):
-        pinned = evaluation_precision(study)
-    evaluation = study.evaluation.model_copy(update={"precision": pinned})
-    return study.model_copy(update={"evaluation": evaluation})
+    held = _held_study(study_dir)
+    updates: dict[str, Any] = {}
+    if study.evaluation.precision == AUTO:
+        pinned = _held_setting(held, "evaluation", FP32) if held is not None else AUTO
+        if pinned == AUTO:
+            pinned = evaluation_precision(study)
+        updates["evaluation"] = study.evaluation.model_copy(update={"precision": pinned})
+    if study.training.precision == AUTO:
+        where = (study.model.device, study.executor.gpus_per_run)
+        pinned = _held_setting(held, "training", DEFAULT) if held is not None else AUTO
+        if pinned == AUTO:  # a new folder: this machine; an old auto: fp32 on CPU, as it was
+            # float16 weights on CPU keep their own arithmetic: bf16 autocast over them would
+            # mix two half formats (and hide the overflows fp16 training shows)
+            fresh = held is None and study.model.dtype != "float16"
+            pinned = resolve_precision(AUTO, *where, cpu_bf16=None if fresh else False)
+        updates["training"] = study.training.model_copy(update={"precision": pinned})
+    return study.model_copy(update=updates) if updates else study
 
 
 def _prepare_dir(study_dir: Path) -> None:

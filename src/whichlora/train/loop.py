@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
 from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.techniques.budget import settings_for_request
+from whichlora.techniques.dora_norm import use_factored_dora_norm
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
 from whichlora.train.checkpoint import (
@@ -42,7 +43,12 @@ from whichlora.train.checkpoint import (
 )
 from whichlora.train.distributed import SINGLE, World, train_in_processes
 from whichlora.train.memory import PeakMemory
-from whichlora.train.precision import autocast, grad_scaler, resolve_precision
+from whichlora.train.precision import (
+    autocast,
+    float32_attention,
+    grad_scaler,
+    resolve_precision,
+)
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 from whichlora.train.tracking import StepTrackers
 
@@ -83,8 +89,9 @@ class TrainRequest:
     device: str = "auto"
     device_map: str | None = None
     threads: int | None = None
-    # "auto" is resolved at plan time (train/precision.py); one left here resolves on the device.
-    precision: str = "auto"
+    # A study's "auto" is resolved and pinned when it opens (train/precision.py); a request built
+    # by hand trains in float32 unless it says otherwise ("auto" then resolves on the device).
+    precision: str = "fp32"
     # Recompute activations in backward instead of storing them: less memory, same gradients
     # (tested), about a third more compute. Never changes a result: not in a key.
     gradient_checkpointing: bool = False
@@ -277,7 +284,7 @@ def train_adapter(
     pad_id = pad_token(tokenizer)
     global_batch = request.batch_size * world.size  # per micro-batch, over the processes
     output = atomic_directory(out_dir) if world.main else nullcontext(None)
-    with output as scratch, tracking:
+    with output as scratch, tracking, ExitStack() as training_only:
         config = technique.build_config(settings)
         prepare_seconds = 0.0
         if technique.preprocess is not None:
@@ -296,9 +303,12 @@ def train_adapter(
             prepare_seconds = time.perf_counter() - prepare_start
             seed_everything(request.seed)  # the adapter's init draws the same as without it
         model = get_peft_model(model, config)
+        use_factored_dora_norm(model)  # DoRA: the same weight norm, no full-size temporaries
         device = next(p.device for p in model.parameters() if p.requires_grad)
         precision = resolve_precision(request.precision, device.type)
         scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise
+        # bf16 on CPU: attention in float32 for the steps (train/precision.py), undone after
+        training_only.enter_context(float32_attention(model, precision, device.type))
         if technique.prepare is not None:
             # Data-driven init (EVA): statistics from this run's own training batches, in the
             # order its seed gives them; the time is part of the run's cost. Every process
@@ -428,6 +438,7 @@ def train_adapter(
             if on_step is not None:
                 on_step(step + 1, total_loss)
         wall = wall_before + time.perf_counter() - started + prepare_seconds
+        training_only.close()  # the model saved and handed back is as it was loaded
 
         if not world.main:
             return {}  # the first process saves the adapter and the log
