@@ -722,7 +722,7 @@ def train_precision(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         return [], lines + ["Not run.", ""]
     reps = data["reps"]
     gemm = [r["matmul"]["fp32_gflops"] for r in reps]
-    loads = [r["loadavg"][0] for r in reps]
+    loads = [r["loadavg"][0] if isinstance(r["loadavg"], list) else r["loadavg"] for r in reps]
     lines += [
         f"`{data['command']}`: each quickstart technique's first run, all its steps, on a fresh "
         "copy of the base, the variants alternating (order rotating) over "
