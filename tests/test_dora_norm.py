@@ -70,7 +70,8 @@ def test_factored_dora_gives_peft_dora_outputs_and_gradients(
 
 
 def test_layers_it_does_not_cover_keep_peft_forward(fresh_model: Any) -> None:
-    """fan_in_fan_out (GPT-2's Conv1D layout) falls back to PEFT's own forward, same result."""
+    """fan_in_fan_out (GPT-2's Conv1D layout), embeddings and other base layers are not covered:
+    those DoRA layers keep PEFT's class (checked once, when the factored one is given)."""
     from whichlora.techniques import dora_norm
 
     peft_model, ours = _dora_pair(fresh_model)
@@ -82,6 +83,12 @@ def test_layers_it_does_not_cover_keep_peft_forward(fresh_model: Any) -> None:
     assert not dora_norm._covered(layer, torch.nn.Embedding(3, 2))
     plain = get_peft_model(fresh_model().model, LoraConfig(r=2, target_modules="all-linear"))
     assert use_factored_dora_norm(plain) == 0
+    assert use_factored_dora_norm(ours) == 0  # given once: nothing left to swap
+    fan_in_fan_out = copy.deepcopy(peft_model)
+    for dora in fan_in_fan_out.modules():
+        if type(dora) is DoraLinearLayer:
+            dora.fan_in_fan_out = True
+    assert use_factored_dora_norm(fan_in_fan_out) == 0
 
 
 def test_a_dora_run_trains_as_with_peft_dora(

@@ -132,6 +132,7 @@ def test_a_study_folder_pins_what_auto_trained_in(
     half = study_dict(tiny_model_dir)
     half["model"]["dtype"] = "float16"  # fp16 weights keep their own arithmetic on CPU
     assert pin_precision(parse_study(half), tmp_path / "half").training.precision == "fp32"
+    assert plan_study(parse_study(half))[0].request.precision == "fp32"  # a plan without a folder
 
 
 def test_unknown_precision_is_a_clear_error(tiny_model_dir: Path) -> None:

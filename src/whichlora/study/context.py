@@ -364,10 +364,12 @@ def pin_precision(study: Study, study_dir: Path) -> Study:
         where = (study.model.device, study.executor.gpus_per_run)
         pinned = _held_setting(held, "training", DEFAULT) if held is not None else AUTO
         if pinned == AUTO:  # a new folder: this machine; an old auto: fp32 on CPU, as it was
-            # float16 weights on CPU keep their own arithmetic: bf16 autocast over them would
-            # mix two half formats (and hide the overflows fp16 training shows)
-            fresh = held is None and study.model.dtype != "float16"
-            pinned = resolve_precision(AUTO, *where, cpu_bf16=None if fresh else False)
+            pinned = resolve_precision(
+                AUTO,
+                *where,
+                cpu_bf16=None if held is None else False,
+                model_dtype=study.model.dtype,
+            )
         updates["training"] = study.training.model_copy(update={"precision": pinned})
     return study.model_copy(update=updates) if updates else study
 

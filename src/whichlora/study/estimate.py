@@ -95,7 +95,9 @@ def _dtypes(ctx: Any, run: Any) -> tuple[str, str]:
 
     spec = ctx.study.model
     device = resolve_device(spec.device) if not spec.device_map else "cuda"
-    trained = training_precision(getattr(run.request, "precision", "fp32"), device)
+    trained = training_precision(
+        getattr(run.request, "precision", "fp32"), device, model_dtype=spec.dtype
+    )
     scored = resolve_precision(ctx.study.evaluation.precision, device)
     return DTYPES.get(trained, spec.dtype), scoring_dtype(scored, spec.dtype)
 

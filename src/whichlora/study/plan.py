@@ -73,7 +73,10 @@ def train_request(
         device_map=study.model.device_map,
         threads=training.threads,
         precision=resolve_precision(
-            training.precision, study.model.device, study.executor.gpus_per_run
+            training.precision,
+            study.model.device,
+            study.executor.gpus_per_run,
+            model_dtype=study.model.dtype,
         ),
         gradient_checkpointing=training.gradient_checkpointing,
         processes=training.processes,

@@ -17,6 +17,7 @@ embeddings, fan_in_fan_out (GPT-2's Conv1D), quantised bases -- keep PEFT's own 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 
@@ -59,11 +60,14 @@ def factored_weight_norm(
         return squared.clamp_min(0.0).sqrt()
 
 
+@lru_cache(maxsize=1)
 def _dora_class() -> Any:
+    """PEFT's DoRA linear layer with `factored_weight_norm`: built once, on first use (PEFT is
+    imported only then)."""
     from peft.tuners.lora.dora import DoraLinearLayer
 
     class FactoredNormDoraLinearLayer(DoraLinearLayer):  # type: ignore[misc]
-        """PEFT's DoRA linear layer with `factored_weight_norm`; otherwise PEFT's forward."""
+        """Given only to layers `_covered` holds for (checked once, when it is given)."""
 
         def forward(  # type: ignore[override]
             self,
@@ -76,16 +80,6 @@ def _dora_class() -> Any:
             base_result: Any = None,
             adapter_name: str = "default",
         ) -> Any:
-            if not _covered(self, base_layer):
-                return super().forward(
-                    x,
-                    lora_A=lora_A,
-                    lora_B=lora_B,
-                    scaling=scaling,
-                    base_layer=base_layer,
-                    base_result=base_result,
-                    adapter_name=adapter_name,
-                )
             import torch.nn.functional as F
 
             weight_norm = factored_weight_norm(self, base_layer, lora_A, lora_B, scaling)
@@ -101,20 +95,19 @@ def _dora_class() -> Any:
     return FactoredNormDoraLinearLayer
 
 
-_CLASS: list[Any] = []
-
-
 def use_factored_dora_norm(model: Any) -> int:
-    """Give every PEFT DoRA linear layer of `model` the factored weight norm; returns how many.
-    A model without DoRA layers is left as it is."""
+    """Give every PEFT DoRA linear layer of `model` whose base layer is covered the factored
+    weight norm; returns how many. Other DoRA layers, and models without any, keep PEFT's."""
     from peft.tuners.lora.dora import DoraLinearLayer
 
-    if not _CLASS:
-        _CLASS.append(_dora_class())
-    fast = _CLASS[0]
     count = 0
     for module in model.modules():
-        if type(module) is DoraLinearLayer:
-            module.__class__ = fast
-            count += 1
+        magnitudes = getattr(module, "lora_magnitude_vector", None)
+        if not magnitudes or not hasattr(module, "get_base_layer"):
+            continue
+        base_layer = module.get_base_layer()
+        for dora in magnitudes.values():
+            if type(dora) is DoraLinearLayer and _covered(dora, base_layer):
+                dora.__class__ = _dora_class()
+                count += 1
     return count

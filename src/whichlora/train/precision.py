@@ -48,16 +48,19 @@ def resolve_precision(
     gpus_per_run: float | None = None,
     *,
     cpu_bf16: bool | None = None,
+    model_dtype: str = "float32",
 ) -> str:
     """The precision "auto" stands for on this device; an explicit choice is returned as is.
 
     `cpu_bf16` overrides the CPU's detected bf16 speed: False gives what "auto" meant before it
-    chose bf16 on CPUs (fp32), for study folders that were pinned that way."""
+    chose bf16 on CPUs (fp32), for study folders that were pinned that way. float16 weights on
+    CPU keep their own arithmetic: bf16 autocast over them would mix two half formats (and hide
+    the overflows fp16 training shows)."""
     if precision != "auto":
         return precision
     if not on_gpu(device, gpus_per_run):
         fast = fast_bf16("cpu") if cpu_bf16 is None else cpu_bf16
-        return "bf16" if fast else "fp32"
+        return "bf16" if fast and model_dtype != "float16" else "fp32"
     import torch
 
     if not torch.cuda.is_available():  # planned on a driver without the cluster's GPUs
