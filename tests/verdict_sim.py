@@ -3,6 +3,9 @@
 value[t, s, l, i] = base_l + item_{l,i} + effect_t + lang_tech_{t,l} + seed_s + seed_tech_{t,s}
                     + item_tech_{t,l,i} + resid_{t,s,l,i}
 
+(or a 0/1 draw with that logit, for accuracies). Techniques may run different numbers of seeds
+(`seeds_by`) and have their own seed noise (`sd_seed_tech_by`), as real studies do.
+
 Languages are fixed (lang_tech is centred over languages, so the true family difference of t
 against the first technique is exactly effect_t - effect_0); items are sampled (item_tech is not
 centred); seed_tech is the technique x seed noise that item-level methods mistake for effects.
@@ -34,11 +37,16 @@ class Scenario:
     sd_seed_tech_by: Mapping[str, float] = field(default_factory=dict)
     metric: str = "nll"
     family: str = "transfer_seen"
+    # seeds per technique where it differs from `seeds` (a technique runs seeds 0..k-1)
+    seeds_by: Mapping[str, int] = field(default_factory=dict)
+    # 0/1 scores: value is Bernoulli(sigmoid(logit 0.6 + the latent sum above, centred))
+    binary: bool = False
 
 
 def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
     names = list(sc.effects)
-    k, s, lg, n = len(names), sc.seeds, sc.languages, sc.items
+    k, lg, n = len(names), sc.languages, sc.items
+    s = max([sc.seeds, *sc.seeds_by.values()])
     eff = np.array([sc.effects[t] for t in names])[:, None, None, None]
     lang_tech = rng.normal(0, sc.sd_lang_tech, (k, 1, lg, 1))
     lang_tech -= lang_tech.mean(axis=2, keepdims=True)
@@ -54,7 +62,12 @@ def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
         + rng.normal(0, sc.sd_item_tech, (k, 1, lg, n))
         + rng.normal(0, sc.sd_resid, (k, s, lg, n))
     )
+    if sc.binary:
+        p = 1.0 / (1.0 + np.exp(-(np.log(1.5) + value - 3.0)))
+        value = (rng.uniform(size=value.shape) < p).astype(np.float64)
     t_idx, s_idx, l_idx, i_idx = np.indices(value.shape).reshape(4, -1)
+    keep = s_idx < np.array([sc.seeds_by.get(t, sc.seeds) for t in names])[t_idx]
+    t_idx, s_idx, l_idx, i_idx = t_idx[keep], s_idx[keep], l_idx[keep], i_idx[keep]
     return pd.DataFrame(
         {
             "technique": np.array(names)[t_idx],
@@ -62,7 +75,7 @@ def simulate(sc: Scenario, rng: np.random.Generator) -> pd.DataFrame:
             "language": np.array([f"l{j}" for j in range(lg)])[l_idx],
             "example_id": i_idx,
             "metric": sc.metric,
-            "value": value.ravel(),
+            "value": value.ravel()[keep],
             "family": sc.family,
         }
     )

@@ -8,8 +8,10 @@ factor f more items per language:
 
     var(S', f) = (seed + resid / f) / S' + item / f
 
-Power uses the noncentral t for the difference test and a t approximation of TOST for the
-equivalence test, at the Bonferroni alpha of the family (Holm's first step: conservative).
+The df is Satterthwaite's over the seed part (S' - 1 df) and the item part (its own df, growing
+with the items). Power uses the noncentral t for the difference test and a t approximation of
+TOST for the equivalence test, at the Bonferroni alpha of the family (Holm's first step:
+conservative).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = ["Design", "mde", "more_items", "more_seeds", "power"]
 
 MAX_EXTRA_SEEDS = 20
 MAX_ITEM_FACTOR = 10.0
+MAX_DF = 1e6  # the normal limit, where a variance is known (scipy's noncentral t needs finite df)
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,22 @@ class Design:
     item: float
     n_seeds: int
     n_items: float  # mean items per language
-    df_now: float  # df of the current variance estimate
-    df_per_seed: float  # residual df added per extra seed: 1 (paired) or K-1 (pooled)
+    df_item: float = MAX_DF  # df of the item part at today's items (inf: none estimated)
 
     def se(self, seeds: int, factor: float = 1.0) -> float:
         return math.sqrt(max((self.seed + self.resid / factor) / seeds + self.item / factor, 0.0))
 
-    def df(self, seeds: int) -> float:
-        return max(self.df_now + self.df_per_seed * (seeds - self.n_seeds), 1.0)
+    def df(self, seeds: int, factor: float = 1.0) -> float:
+        """Satterthwaite df of the variance at `seeds` seeds and `factor` x today's items."""
+        parts = [((self.seed + self.resid / factor) / seeds, seeds - 1.0),
+                 (self.item / factor, self.df_item * factor)]  # fmt: skip
+        parts = [(v, d) for v, d in parts if v > 0 and d > 0]
+        if not parts:
+            return max(seeds - 1.0, 1.0)
+        denom = sum(v * v / d for v, d in parts)
+        if denom <= 0:
+            return MAX_DF
+        return min(max(sum(v for v, _ in parts) ** 2 / denom, 1.0), MAX_DF)
 
 
 def power(
@@ -53,7 +64,7 @@ def power(
     equivalence test (TOST against +-margin).
     """
     se = design.se(seeds, factor)
-    df = design.df(seeds)
+    df = design.df(seeds, factor)
     if se <= 0:
         return 1.0
     if abs(delta) > margin:

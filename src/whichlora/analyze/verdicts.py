@@ -7,15 +7,17 @@ randomized complete block design with seeds as blocks (docs/verdicts.md explains
 1. Cell means per (technique, seed, language) over the items both sides have; a family mean per
    (technique, seed) weights its languages equally (they are fixed: the ones the user asked for).
 2. D_s = technique - baseline per shared seed; the estimate is mean(D_s).
-3. Var(mean D) = Var(D_s) / S + item part, where Var(D_s) is the pair's own variance over its
-   shared seeds ("paired", df S-1); pooling it over techniques (two-way residual, df (K-1)(S-1))
-   is an option (`pool_seed_variance`) because it assumes every technique is equally
-   seed-sensitive, which the bundled model contradicts. The item part is the technique x item
-   interaction that stays the same in every seed (estimated from the items, floored at one
-   step of the metric's resolution so agreeing 0/1 items never give zero variance).
-   df is the seed df (conservative: the items only add variance).
-4. One shared seed: "borrowed" (2x the between-seed variance of family means of techniques that
-   have several seeds, an upper bound) or "none" (inconclusive).
+3. Var(mean D) = Var(D_s) / S + item part. Var(D_s) is the pair's own variance over its shared
+   seeds (df S-1): techniques differ in seed sensitivity, so no comparison borrows another's.
+   The item part is the technique x item interaction that stays the same in every seed
+   (estimated from the items, floored at one step of the metric's resolution so agreeing 0/1
+   items never give zero variance). df: Welch-Satterthwaite over the two parts, so a
+   difference dominated by item noise uses the items' df and one dominated by seed noise the
+   seeds' (never fewer than the smaller of them).
+4. A claim needs variance the judged data estimates: >= 2 seeds shared with the baseline and
+   >= 2 items in every language. Short of that the comparison is inconclusive, and the advice
+   (more seeds, more items) comes from a planning guess (other techniques' seed variance, the
+   spread between languages), labelled as such.
 5. Two-sided t test and TOST against +-margin, Holm within each (family, metric), verdict rule:
    equivalent if TOST holds after Holm; else better/worse if the difference does; else
    inconclusive.
@@ -64,6 +66,10 @@ DEFAULT_MARGINS: dict[str, float] = {
     "atlas_nll_byte": 0.005,
 }
 HARNESS_ACC_MARGIN = 0.01
+# The df of a verdict weighs the seed part at this upper confidence bound: Satterthwaite's df
+# taken from a seed variance that two or three seeds happened to underestimate would be large
+# exactly when the standard error is too small (false claims at 2 seeds rose from ~0 to 7%).
+UPPER_LEVEL = 0.9
 VERDICT_COLUMNS = [
     "technique", "baseline", "family", "metric", "higher_is_better", "margin", "estimate",
     "ci_low", "ci_high", "se", "df", "p_difference", "p_difference_holm", "p_equivalence",
@@ -89,11 +95,6 @@ class VerdictOptions:
     power: bool = True
     seed: int = 0
     power_target: float = 0.8
-    # Pool technique x seed variance over techniques (two-way ANOVA residual): more df, but only
-    # valid if every technique is equally seed-sensitive. Measured on the bundled model it is not
-    # (AdaLoRA's per-seed difference from LoRA moved 0.085 nats between two seeds, DoRA's 0.001),
-    # so by default each comparison uses its own seeds' variance.
-    pool_seed_variance: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 0.5:
@@ -174,6 +175,10 @@ class _Fit:
     seed_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
     seed_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
     note: str = ""
+    # the item part of the variance and its df (a planning guess where items are too few)
+    item: float = 0.0
+    df_item: float = pw.MAX_DF
+    few_items: bool = False  # a language with fewer than two scored items
 
 
 def _wide(sub: pd.DataFrame) -> pd.DataFrame:
@@ -188,35 +193,34 @@ def _family_means(wide: pd.DataFrame) -> pd.DataFrame:
     return per_lang.mean(axis=0).unstack("seed")
 
 
-def pooled_seed_variance(table: pd.DataFrame) -> tuple[float, float]:
-    """Residual mean square of a complete two-way (technique x seed) table and its df."""
-    y = table.to_numpy(dtype=np.float64)
-    k, s = y.shape
-    resid = y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + y.mean()
-    df = (k - 1) * (s - 1)
-    return float((resid**2).sum() / df), float(df)
-
-
-def _borrowed(means: pd.DataFrame) -> tuple[float, float] | None:
-    """Pooled between-seed variance of family means over techniques with >= 2 seeds."""
+def _borrowed(means: pd.DataFrame) -> float | None:
+    """Pooled between-seed variance of family means over techniques with >= 2 seeds: a planning
+    guess for a single-seed comparison's advice, never a verdict's variance (a technique's own
+    seed sensitivity is not learnt from other techniques)."""
     ss, df = 0.0, 0
     for _, row in means.iterrows():
         vals = row.dropna().to_numpy(dtype=np.float64)
         if len(vals) >= 2:
             ss += float(((vals - vals.mean()) ** 2).sum())
             df += len(vals) - 1
-    return (ss / df, float(df)) if df else None
+    return ss / df if df else None
 
 
-def _fit(
-    wide: pd.DataFrame,
-    means: pd.DataFrame,
-    tech: str,
-    base: str,
-    pool: bool = False,
-    resolution: float = 0.0,
-) -> _Fit:
+def _satterthwaite(parts: Iterable[tuple[float, float]]) -> float:
+    """Welch-Satterthwaite df of a sum of independent variance estimates (value, df)."""
+    parts = [(v, d) for v, d in parts if v > 0]
+    denom = sum(v * v / d for v, d in parts)
+    if denom <= 0:
+        return pw.MAX_DF
+    return min(sum(v for v, _ in parts) ** 2 / denom, pw.MAX_DF)
+
+
+def _fit(wide: pd.DataFrame, tech: str, base: str, resolution: float = 0.0) -> _Fit:
     """The estimate, its standard error and df for one comparison (see the module docstring).
+
+    Claims need variance the judged data estimates: at least two seeds shared with the baseline
+    and two items in every language. Short of that the fit has an estimate but no standard error
+    (the verdict is inconclusive), and `design` is a planning guess for the advice only.
 
     `resolution` is the smallest step the metric takes (1 for a 0/1 accuracy): every language's
     item variance is at least resolution^2 / (S (n + 1)), as if one more item had differed by
@@ -242,21 +246,25 @@ def _fit(
         return fit
     S, L = len(seeds), len(lang_names)
     d_seed, t_seed, b_seed = np.zeros((L, S)), np.zeros((L, S)), np.zeros((L, S))
-    v_item = resid = 0.0
+    # Per language: item variance of the seed-averaged differences (technique x item, plus the
+    # seed-varying item noise / S) and the item x seed residual (seed-varying item noise).
+    v_item = df_item = resid = df_resid = 0.0
     n_items = []
     for j, lg in enumerate(lang_names):
-        dl = d[ok & (langs == lg)]
+        in_lang = ok & (langs == lg)
+        dl = d[in_lang]
         n = dl.shape[0]
         n_items.append(n)
         d_seed[j] = dl.mean(axis=0)
-        in_lang = ok & (langs == lg)
         t_seed[j], b_seed[j] = t[in_lang].mean(axis=0), b[in_lang].mean(axis=0)
         if n >= 2:
             floor = resolution**2 / (S * (n + 1))
             v_item += max(float(dl.mean(axis=1).var(ddof=1)), floor) / n
+            df_item += n - 1
             if S >= 2:
                 r = dl - dl.mean(axis=0, keepdims=True) - dl.mean(axis=1, keepdims=True) + dl.mean()
                 resid += float((r**2).sum()) / ((S - 1) * (n - 1)) / n
+                df_resid += (S - 1) * (n - 1)
     v_item /= L**2  # variance of the family mean from the items (seed-averaged differences)
     resid /= L**2  # the part of Var(D_s) that is item noise changing from seed to seed
     fit.n_languages, fit.n_items = L, int(sum(n_items))
@@ -265,29 +273,55 @@ def _fit(
     fit.estimate = float(big_d.mean())
     fit.seed_t, fit.seed_b = t_seed.mean(axis=0), b_seed.mean(axis=0)
     n_mean = float(np.mean(n_items))
-
-    sharing = means.loc[means[seeds].notna().all(axis=1), seeds] if S >= 2 else None
-    if pool and S >= 2 and sharing is not None and len(sharing) >= 3:
-        ms, df = pooled_seed_variance(sharing)
-        var_d, fit.mode, per_seed = 2.0 * ms, "pooled", float(len(sharing) - 1)
-    elif S >= 2:
-        var_d, df, fit.mode, per_seed = float(big_d.var(ddof=1)), float(S - 1), "paired", 1.0
+    few_items = fit.few_items = min(n_items) < 2
+    item = max(v_item - resid / S, 0.0) if S >= 2 else v_item
+    fit.item, fit.df_item = item, _df_item(item, v_item, df_item, resid / S, df_resid)
+    if few_items and L >= 2:
+        # planning guess: languages as items (a language's single item is one draw of it)
+        fit.item = max(item, float(np.var(fit.lang_diffs, ddof=1)) / (L * n_mean))
+        fit.df_item = pw.MAX_DF
+    if S >= 2:
+        var_d = float(big_d.var(ddof=1))
+        fit.mode = "paired"
+        fit.design = pw.Design(max(var_d - resid, 0.0), resid, fit.item, S, n_mean, fit.df_item)
+        if not few_items:
+            fit.se = math.sqrt(var_d / S + item)
+            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1), (item, fit.df_item)])
     else:
-        found = _borrowed(means)
-        if found is None:
-            fit.mode = "none"
-            fit.note = "one seed: the difference cannot be separated from seed noise; add seeds"
-            return fit
-        var_d, df = 2.0 * found[0], found[1]
-        fit.mode, per_seed, resid = "borrowed", 1.0, 0.0
-        fit.note = ("one shared seed: seed noise borrowed from techniques with several seeds "
-                    "(2x their between-seed variance, an upper bound)")  # fmt: skip
-    item = max(v_item - resid / S, 0.0)  # technique x item part, the same in every seed
-    seed_part = max(var_d - resid, 0.0)
-    fit.design = pw.Design(seed_part, resid, item, S, n_mean, df, per_seed)
-    fit.se = math.sqrt(var_d / S + item)
-    fit.df = df
+        fit.mode = "none"
+        fit.note = ("one seed shared with the baseline: a technique's own seed sensitivity cannot "
+                    "be learnt from one run of it")  # fmt: skip
+    if few_items:
+        short = [lg for lg, n in zip(lang_names, n_items, strict=True) if n < 2]
+        fit.se = fit.df = math.nan
+        fit.note = "; ".join(x for x in (fit.note, (
+            f"{len(short)} language(s) with one scored item ({', '.join(map(str, short[:4]))}"
+            f"{', ...' if len(short) > 4 else ''}): one item gives no estimate of item noise"
+        )) if x)  # fmt: skip
     return fit
+
+
+def _planning_design(fit: _Fit, means: pd.DataFrame) -> pw.Design | None:
+    """For a single-seed comparison's advice only: the seed variance of a difference guessed as
+    2x the between-seed variance of the techniques that have several seeds."""
+    found = _borrowed(means)
+    if found is None:
+        return None
+    return pw.Design(2.0 * found, 0.0, fit.item, 1, fit.n_items / max(fit.n_languages, 1),
+                     fit.df_item)  # fmt: skip
+
+
+def _upper(variance: float, df: float, level: float = UPPER_LEVEL) -> float:
+    """One-sided upper confidence bound of a variance estimated with `df` df."""
+    return variance * df / float(stats.chi2.ppf(1 - level, df))
+
+
+def _df_item(item: float, v_item: float, df_item: float, r: float, df_r: float) -> float:
+    """Satterthwaite df of item = v_item - r (a difference of mean squares); inf when no items."""
+    if item <= 0 or df_item <= 0:
+        return pw.MAX_DF
+    denom = v_item**2 / df_item + (r**2 / df_r if df_r > 0 else 0.0)
+    return min(item**2 / denom, pw.MAX_DF) if denom > 0 else pw.MAX_DF
 
 
 def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, float]:
@@ -358,9 +392,11 @@ def _compare_family(sub: pd.DataFrame, family: str, metric: str, options: Verdic
     resolution = _resolution(sub["value"].to_numpy(dtype=np.float64))
     rows = []
     for tech in sorted(set(sub["technique"]) - {options.baseline}):
-        fit = _fit(wide, means, tech, options.baseline, options.pool_seed_variance, resolution)
+        fit = _fit(wide, tech, options.baseline, resolution)
+        if fit.design is None and fit.n_seeds == 1:
+            fit.design = _planning_design(fit, means)
         p_diff, p_eq = _tests(fit.estimate, fit.se, fit.df, margin)
-        crit = stats.t.ppf(1 - options.alpha / 2, fit.df) if math.isfinite(fit.df) else math.nan
+        crit = stats.t.ppf(1 - options.alpha / 2, fit.df) if fit.df > 0 else math.nan
         rows.append({
             "technique": tech, "baseline": options.baseline, "family": family, "metric": metric,
             "higher_is_better": hib, "margin": margin, "estimate": fit.estimate,
@@ -426,23 +462,54 @@ def _views(row: dict[str, Any], options: VerdictOptions) -> None:
 
 
 def _evidence(row: dict[str, Any], options: VerdictOptions, alpha_family: float) -> None:
+    """MDE and the seeds or items that would settle an inconclusive comparison (80% power).
+
+    Where the data cannot yet carry a claim (one shared seed, a language with one item) the
+    minimum is what makes a verdict possible at all, and the power calculation on top of it
+    uses a planning guess of the missing variance; the note says which."""
     fit: _Fit = row["_fit"]
     row.update(mde=math.nan, more_seeds=None, more_items=None)
+    one_seed = fit.n_seeds == 1
+    advice = []
+    if one_seed:
+        advice.append(f"run {row['technique']} with at least 1 more seed")
+    if fit.few_items:
+        advice.append("score >= 2 items per language")
     if not options.power or fit.design is None:
+        if advice:
+            row["note"] = "; ".join([row["note"], "to settle: " + " and ".join(advice)])
+            row["more_seeds"] = 1 if one_seed else None
+            row["more_items"] = 2 if fit.few_items else None
         return
     row["mde"] = pw.mde(fit.design, alpha_family, options.power_target)
-    if row["verdict"] == "inconclusive":
-        args = (row["estimate"], row["margin"], fit.design, alpha_family, options.power_target)
-        row["more_seeds"] = pw.more_seeds(*args)
-        row["more_items"] = pw.more_items(*args)
+    if row["verdict"] != "inconclusive":
+        return
+    args = (row["estimate"], row["margin"], fit.design, alpha_family, options.power_target)
+    if advice:
+        guess = []
+        if one_seed:
+            k = pw.more_seeds(*args)
+            row["more_seeds"] = k
+            guess.append(f"{k} more seed(s) for 80% power" if k else
+                         "more than 20 more seeds for 80% power")  # fmt: skip
+        if fit.few_items:
+            n = pw.more_items(*args)
+            row["more_items"] = max(n, 2) if n else None
+            guess.append(f"{max(n, 2)} items per language for 80% power" if n else
+                         "over 10x today's items for 80% power")  # fmt: skip
+        row["note"] = "; ".join([row["note"], "to settle: " + " and ".join(advice)
+                                 + " (planning guess: " + ", ".join(guess) + ")"])  # fmt: skip
+        return
+    row["more_seeds"] = pw.more_seeds(*args)
+    row["more_items"] = pw.more_items(*args)
 
 
 def _bound(r: pd.Series, sfx: str, worst: bool, alpha: float) -> bool:
     """Non-inferior (worst=True) or non-superior, one-sided at alpha, in the good direction."""
     g = r[f"estimate{sfx}"] * (1 if r["higher_is_better_s"] else -1)
     se, df, m = r[f"se{sfx}"], r[f"df{sfx}"], r[f"margin{sfx}"]
-    if not (math.isfinite(se) and se > 0):
-        return math.isfinite(g) and (g > -m if worst else g < m)
+    if not (math.isfinite(se) and se > 0):  # no variance estimated: no claim
+        return False
     z = (g + m) / se if worst else (m - g) / se
     return bool(stats.t.sf(z, df) < alpha)
 

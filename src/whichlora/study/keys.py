@@ -38,7 +38,7 @@ VERSION = {
     "evaluate": 1,
     "validate": 1,
     "harness": 1,
-    "analyze": 1,
+    "analyze": 2,
     "atlas": 1,
 }
 
