@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "verdict",
         help="judge any long score table, or lm-eval --log_samples output: better/worse/...",
-        description="Judge every technique against a baseline per family and metric "
-        "(better, worse, equivalent, inconclusive), pairing scores by item and seed.",
+        description="Judge every technique against a baseline per family and metric (better, "
+        "worse,\nequivalent, inconclusive), pairing scores by item and seed.",
         epilog="examples:\n"
         "  whichlora verdict scores.csv --baseline lora --source en --seen de,sw\n"
         "  whichlora verdict scores.csv --baseline lora --role xnli=transfer_seen "
