@@ -324,7 +324,7 @@ BAD = {
     "non-numeric": (lambda f: f.assign(value=f["value"].astype(object).where(
         f.index != 5, "abc")), [], "not a number"),  # fmt: skip
     "unknown baseline": (lambda f: f, ["--baseline", "dora"], "baseline 'dora'"),
-    "bad family": (lambda f: f.assign(family="seen"), [], "'family'"),
+    "reserved family": (lambda f: f.assign(family="tradeoff"), [], "reserved"),
     "duplicate": (lambda f: pd.concat([f, f.iloc[:1]]), [], "duplicated"),
     "no margin": (lambda f: f.assign(metric="bleu"), ["--higher-is-better", "bleu"], "margin"),
     "no direction": (lambda f: f.assign(metric="bleu"), ["--margin", "bleu=1"], "--lower-is"),

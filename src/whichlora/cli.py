@@ -101,12 +101,37 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--languages", help="comma-separated language codes (default: all)")
     show.add_argument("--model", help="tokenizer for token lengths (default: none, characters)")
 
-    p = sub.add_parser("verdict", help="judge any long score table: better/worse/equivalent")
+    p = sub.add_parser(
+        "verdict",
+        help="judge any long score table, or lm-eval --log_samples output: better/worse/...",
+        description="Judge every technique against a baseline per family and metric (better, "
+        "worse,\nequivalent, inconclusive), pairing scores by item and seed.",
+        epilog="examples:\n"
+        "  whichlora verdict scores.csv --baseline lora --source en --seen de,sw\n"
+        "  whichlora verdict scores.csv --baseline lora --role xnli=transfer_seen "
+        "--role arc=retention\n"
+        "  whichlora verdict --lm-eval runs.csv --baseline base --source en --seen de\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("scores", help="CSV or Parquet: technique, seed, language, example_id, "
-                   "metric, value [, family]")  # fmt: skip
+                   "metric, value [, family (any labels)]; with --lm-eval, a CSV of path, "
+                   "technique, seed: one row per lm_eval --output_path folder (relative paths "
+                   "from the CSV's folder)")  # fmt: skip
+    p.add_argument("--lm-eval", action="store_true",
+                   help="SCORES maps lm-evaluation-harness --log_samples folders to techniques "
+                   "and seeds: each task's per-document metric is the item score (doc_id pairs "
+                   "runs), its direction lm-eval's higher_is_better")  # fmt: skip
     p.add_argument("--baseline", required=True, help="technique every other one is compared to")
-    p.add_argument("--source", help="source language (retention) when there is no family column")
+    p.add_argument("--source", help="source language (retention) when there is no family column; "
+                   "seen languages are transfer_seen, others transfer_unseen")  # fmt: skip
     p.add_argument("--seen", default="", help="comma-separated languages seen in training")
+    p.add_argument("--role", action="append", default=[], metavar="FAMILY=ROLE",
+                   help="the part a family plays (transfer_seen, transfer_unseen, retention); "
+                   "the trade-off row pairs the transfer_seen and retention families "
+                   "(repeatable; default: families named after a role play it)")  # fmt: skip
+    p.add_argument("--language", action="append", default=[], metavar="TASK=LANG",
+                   help="with --lm-eval: a task's language, where its name does not say "
+                   "(repeatable)")  # fmt: skip
     p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
                    help="margin of practical equivalence in the metric's units (repeatable)")
     p.add_argument("--alpha", type=float, default=0.05,
@@ -415,6 +440,9 @@ def cmd_verdict(args: argparse.Namespace) -> None:
         lower_is_better=args.lower_is_better,
         higher_is_better=args.higher_is_better,
         json_out=Path(args.json) if args.json else None,
+        roles=args.role,
+        lm_eval=args.lm_eval,
+        languages=args.language,
     )
     print(text)
 

@@ -1,9 +1,16 @@
-"""`whichlora verdict SCORES`: read and check a long score table, judge it, print and export."""
+"""`whichlora verdict SCORES`: read and check a long score table, judge it, print and export.
+
+SCORES is a long table (technique, seed, language, example_id, metric, value [, family]) or, with
+``lm_eval=True``, a runs table mapping lm-evaluation-harness ``--log_samples`` folders to a
+technique and a seed (evaluate/harness_logs.py). Families are free labels; which one plays the
+transfer (seen) and the retention part of the trade-off comes from --source/--seen (families
+from languages) or --role FAMILY=ROLE.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +18,12 @@ import numpy as np
 import pandas as pd
 
 from whichlora.analyze.verdicts import (
-    FAMILIES,
+    TRADEOFF,
     VerdictOptions,
     assign_families,
     evidence_sentence,
     judge,
+    parse_roles,
 )
 from whichlora.errors import WhichloraError
 
@@ -33,7 +41,7 @@ def read_scores(path: Path) -> pd.DataFrame:
         if path.suffix.lower() in {".parquet", ".pq"}:
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, dtype={c: str for c in KEY if c != "seed"})
+            frame = pd.read_csv(path, dtype={c: str for c in (*KEY, "family") if c != "seed"})
     except WhichloraError:
         raise
     except Exception as err:
@@ -69,13 +77,34 @@ def read_scores(path: Path) -> pd.DataFrame:
             "one value per (technique, seed, language, example_id, metric)."
         )
     if "family" in frame.columns:
-        fams = sorted(set(frame["family"].astype(str)) - set(FAMILIES))
-        if fams:
+        empty = frame["family"].isna() | (frame["family"].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0])
             raise WhichloraError(
-                f"score table {path}: column 'family' has value(s) {fams}; allowed are "
-                f"{list(FAMILIES)}. Fix them, or drop the column and pass --source/--seen."
+                f"score table {path}: column 'family' is empty in data row {row + 1}; give "
+                "every row a family label (any text), or drop the column and pass --source/--seen."
+            )
+        frame["family"] = frame["family"].astype(str)
+        if TRADEOFF in set(frame["family"]):
+            raise WhichloraError(
+                f"score table {path}: family {TRADEOFF!r} is reserved for the trade-off row; "
+                "rename that family."
             )
     return frame.dropna(subset=["value"])
+
+
+def parse_pairs(items: Sequence[str], option: str, example: str) -> dict[str, str]:
+    """`KEY=VALUE` pairs of a repeatable option (--language TASK=LANG)."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise WhichloraError(f"{option} {item!r} is not KEY=VALUE; e.g. {option} {example}.")
+        if key in out and out[key] != value:
+            raise WhichloraError(f"{option} gives {key!r} twice ({out[key]}, {value}); once.")
+        out[key] = value
+    return out
 
 
 def parse_margins(items: Sequence[str]) -> dict[str, float]:
@@ -94,14 +123,19 @@ def parse_margins(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def _directions(metrics: Sequence[str], lower: Sequence[str]) -> dict[str, bool]:
+def _directions(
+    metrics: Sequence[str], lower: Sequence[str], known: Mapping[str, bool] | None = None
+) -> dict[str, bool]:
     from whichlora.evaluate.harness import higher_is_better
     from whichlora.evaluate.suite import HIGHER_IS_BETTER
 
+    known = known or {}
     out = {}
     for m in metrics:
         if m in lower:
             out[m] = False
+        elif m in known:
+            out[m] = known[m]
         elif m in HIGHER_IS_BETTER:
             out[m] = HIGHER_IS_BETTER[m]
         elif m.startswith("harness:"):
@@ -162,26 +196,76 @@ def run_verdict(
     higher_is_better: Sequence[str] = (),
     json_out: Path | None = None,
     seed: int = 0,
+    roles: Sequence[str] = (),
+    lm_eval: bool = False,
+    languages: Sequence[str] = (),
 ) -> str:
-    """Judge a score file; write ``json_out`` (atomically) and return the printable text."""
-    scores = read_scores(path)
-    if "family" not in scores.columns:
-        if not source:
-            raise WhichloraError(
-                f"score table {path} has no 'family' column: pass --source LANG and --seen "
-                "LANG,LANG (other languages count as unseen)."
-            )
-        scores = assign_families(scores, source, seen)
+    """Judge a score file (or, with ``lm_eval``, a runs table of lm-eval output folders); write
+    ``json_out`` (atomically) and return the printable text."""
+    role_map = parse_roles(roles)
+    known: dict[str, bool] = {}
+    notes: list[str] = []
+    if lm_eval:
+        scores, known, notes = _lm_eval_scores(path, source, seen, languages)
+    else:
+        if languages:
+            raise WhichloraError("--language maps lm-eval task names to languages; it applies "
+                                 "only with --lm-eval. Drop it, or pass --lm-eval.")  # fmt: skip
+        scores = read_scores(path)
+        if "family" not in scores.columns:
+            if not source:
+                raise WhichloraError(
+                    f"score table {path} has no 'family' column: pass --source LANG and --seen "
+                    "LANG,LANG (other languages count as unseen), or add a family column."
+                )
+            scores = assign_families(scores, source, seen)
     metrics = sorted(set(scores["metric"].astype(str)))
-    dirs = _directions([m for m in metrics if m not in higher_is_better], lower_is_better)
+    dirs = _directions([m for m in metrics if m not in higher_is_better], lower_is_better, known)
     dirs.update({m: True for m in higher_is_better})
     options = VerdictOptions(baseline=baseline, alpha=alpha, margins=parse_margins(margins),
                              higher_is_better=dirs, seed=seed)  # fmt: skip
     for m in metrics:
         options.margin(m)  # fail before any work on a metric without a margin
-    table = judge(scores, options)
+    table = judge(scores, options, roles=role_map or None)
     if json_out is not None:
         from whichlora.paths import write_json_atomic
 
         write_json_atomic(json_out, _records(table))
-    return format_verdicts(table)
+    return "".join(f"note: {n}\n" for n in notes) + format_verdicts(table)
+
+
+def _lm_eval_scores(
+    runs: Path, source: str | None, seen: Sequence[str], languages: Sequence[str]
+) -> tuple[pd.DataFrame, dict[str, bool], list[str]]:
+    """(scores with families, directions from lm-eval, notes) of an lm-eval runs table.
+
+    Families: from languages with --source/--seen (every task needs a language then), else one
+    family per task (tasks differing only in their language code are one task)."""
+    from whichlora.data.languages import require_language
+    from whichlora.evaluate.harness_logs import read_lm_eval
+
+    fix = "use an ISO 639 code such as en, de or sw"
+    task_languages = {
+        task: require_language(lang, f"--language {task}={lang}", fix)
+        for task, lang in parse_pairs(languages, "--language", "xnli_de=de").items()
+    }
+    read = read_lm_eval(runs, task_languages)
+    scores = read.scores
+    notes = [f"no per-item verdict for {m}" for m in read.left_out]
+    if source:
+        unknown = sorted(set(scores.loc[scores["language"] == "", "task"]))
+        if unknown:
+            raise WhichloraError(
+                f"--source assigns families by language, but task(s) {unknown} name no language. "
+                "Fix: pass --language TASK=LANG for each, or drop --source/--seen to judge one "
+                "family per task."
+            )
+        src = require_language(source, "--source", fix)
+        seen_codes = [require_language(s, "--seen", fix) for s in seen]
+        scores = assign_families(scores, src, seen_codes)
+    else:
+        if seen:
+            raise WhichloraError("--seen needs --source (the retention language); pass both, "
+                                 "or neither to judge one family per task.")  # fmt: skip
+        scores = scores.assign(family=scores["task"])
+    return scores.drop(columns="task"), read.higher_is_better, notes

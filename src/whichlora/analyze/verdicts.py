@@ -40,6 +40,7 @@ from whichlora.errors import WhichloraError
 __all__ = [
     "DEFAULT_MARGINS",
     "FAMILIES",
+    "ROLES",
     "VERDICT_COLUMNS",
     "VerdictOptions",
     "assign_families",
@@ -48,9 +49,15 @@ __all__ = [
     "holm",
     "judge",
     "language_intervals",
+    "parse_roles",
 ]
 
 FAMILIES = ("transfer_seen", "transfer_unseen", "retention")
+# Families are free labels; a family plays one of these roles when it is named after it (the
+# study's own families) or is given it (judge's `roles`). The trade-off row pairs the family in
+# the transfer_seen role with the one in the retention role.
+ROLES = FAMILIES
+_ROLE_WORDS = {"transfer_seen": "transfer (seen)", "retention": "retention"}
 TRADEOFF = "tradeoff"
 REQUIRED = ("technique", "seed", "language", "example_id", "metric", "value", "family")
 # Margins of practical equivalence in each metric's own units (reasons in docs/verdicts.md).
@@ -354,9 +361,12 @@ def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
             f"score table lacks column(s) {missing}; it needs {list(REQUIRED)} "
             "(add family with assign_families(scores, source, seen))."
         )
-    bad = sorted(set(scores["family"].astype(str)) - set(FAMILIES))
-    if bad:
-        raise WhichloraError(f"unknown family value(s) {bad}; allowed: {list(FAMILIES)}.")
+    if scores["family"].isna().any() or (scores["family"].astype(str).str.strip() == "").any():
+        raise WhichloraError("column 'family' is empty in some rows; give every row a family "
+                             "label (any text), or assign them with assign_families.")  # fmt: skip
+    if TRADEOFF in set(scores["family"].astype(str)):
+        raise WhichloraError(f"family {TRADEOFF!r} is reserved for the trade-off row; rename "
+                             "that family.")  # fmt: skip
     if options.baseline not in set(scores["technique"].astype(str)):
         raise WhichloraError(
             f"baseline {options.baseline!r} is not among the techniques "
@@ -514,15 +524,19 @@ def _bound(r: pd.Series, sfx: str, worst: bool, alpha: float) -> bool:
     return bool(stats.t.sf(z, df) < alpha)
 
 
-def _tradeoff(rows: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
+def _tradeoff(rows: pd.DataFrame, alpha: float, seen_family: str = "transfer_seen",
+              retention_family: str = "retention") -> list[dict[str, Any]]:  # fmt: skip
     out = []
-    seen, ret = rows[rows["family"] == "transfer_seen"], rows[rows["family"] == "retention"]
+    seen, ret = rows[rows["family"] == seen_family], rows[rows["family"] == retention_family]
     both = seen.merge(ret, on=["technique", "metric"], suffixes=("_s", "_r"))
+    s_word = _ROLE_WORDS["transfer_seen"] if seen_family == "transfer_seen" else seen_family
+    r_word = _ROLE_WORDS["retention"] if retention_family == "retention" else retention_family
+    s_short = "transfer" if seen_family == "transfer_seen" else seen_family
     for _, r in both.iterrows():
         v = (r["verdict_s"], r["verdict_r"])
 
         if v == ("equivalent", "equivalent"):
-            verdict, note = "equivalent", "equivalent on transfer (seen) and retention"
+            verdict, note = "equivalent", f"equivalent on {s_word} and {r_word}"
         elif (v[0] == "better" and _bound(r, "_r", True, alpha)) or (
             v[1] == "better" and _bound(r, "_s", True, alpha)
         ):
@@ -532,11 +546,11 @@ def _tradeoff(rows: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
         ):
             verdict, note = "worse", "worse on one, not better than the margin on the other"
         elif v == ("better", "worse"):
-            verdict, note = "inconclusive", "trades retention for transfer"
+            verdict, note = "inconclusive", f"trades {r_word} for {s_short}"
         elif v == ("worse", "better"):
-            verdict, note = "inconclusive", "trades transfer for retention"
+            verdict, note = "inconclusive", f"trades {s_short} for {r_word}"
         else:
-            verdict, note = "inconclusive", f"transfer (seen) {v[0]}, retention {v[1]}"
+            verdict, note = "inconclusive", f"{s_word} {v[0]}, {r_word} {v[1]}"
         out.append({
             "technique": r["technique"], "baseline": r["baseline_s"], "family": TRADEOFF,
             "metric": r["metric"], "higher_is_better": r["higher_is_better_s"],
@@ -549,10 +563,60 @@ def _tradeoff(rows: pd.DataFrame, alpha: float) -> list[dict[str, Any]]:
     return out
 
 
-def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
-    """One verdict row per (technique != baseline, family, metric), plus trade-off rows."""
+def parse_roles(items: Iterable[str]) -> dict[str, str]:
+    """`FAMILY=ROLE` pairs (the CLI's --role) as {family: role}."""
+    out: dict[str, str] = {}
+    for item in items:
+        family, sep, role = str(item).rpartition("=")
+        family, role = family.strip(), role.strip()
+        if not sep or not family or role not in ROLES:
+            raise WhichloraError(
+                f"--role {item!r} is not FAMILY=ROLE with ROLE one of {', '.join(ROLES)}; e.g. "
+                "--role xnli=transfer_seen --role arc_easy=retention."
+            )
+        if family in out and out[family] != role:
+            raise WhichloraError(f"--role gives family {family!r} two roles ({out[family]}, "
+                                 f"{role}); give it one.")  # fmt: skip
+        out[family] = role
+    return out
+
+
+def _role_families(data: pd.DataFrame, roles: Mapping[str, str] | None) -> dict[str, str]:
+    """role -> family: families named after a role (no `roles`), else exactly those given."""
+    families = sorted(set(data["family"].astype(str)))
+    if roles is None:
+        return {f: f for f in FAMILIES if f in families}
+    unknown = sorted(set(roles) - set(families))
+    if unknown:
+        raise WhichloraError(f"role(s) given to family {unknown}, which the score table does not "
+                             f"have; its families are {families}. Fix the family names in "
+                             "--role.")  # fmt: skip
+    by_role: dict[str, str] = {}
+    for family, role in sorted(roles.items()):
+        if role not in ROLES:
+            raise WhichloraError(f"role {role!r} of family {family!r} is not one of {list(ROLES)}.")
+        if role in by_role:
+            raise WhichloraError(
+                f"role {role} is given to families {by_role[role]!r} and {family!r}; give each "
+                "role to one family (label both families alike to judge them as one)."
+            )
+        by_role[role] = family
+    return by_role
+
+
+def judge(
+    scores: pd.DataFrame, options: VerdictOptions, roles: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """One verdict row per (technique != baseline, family, metric), plus trade-off rows.
+
+    Families are free labels. `roles` ({family: role}, roles in ROLES) says which family plays
+    which part; without it, families named transfer_seen / transfer_unseen / retention play
+    those (the study's). The trade-off row pairs, per metric, the transfer_seen family with the
+    retention family; a table without both gets per-family verdicts only."""
     data = _validate(scores, options)
-    by_family: dict[str, list[dict[str, Any]]] = {f: [] for f in FAMILIES}
+    role_family = _role_families(data, roles)
+    order = [*FAMILIES, *sorted(set(data["family"].astype(str)) - set(FAMILIES))]
+    by_family: dict[str, list[dict[str, Any]]] = {f: [] for f in order}
     for (family, metric), sub in data.groupby(["family", "metric"], sort=True):
         metric = str(metric)
         if options.baseline not in set(sub["technique"]):
@@ -564,7 +628,7 @@ def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
     # Metrics are separate endpoints (the report leads with one); correcting across them would
     # let the number of metrics recorded change the verdict on the one that matters.
     groups: list[list[dict[str, Any]]] = []
-    for family in FAMILIES:
+    for family in order:
         by_metric: dict[str, list[dict[str, Any]]] = {}
         for r in by_family[family]:
             by_metric.setdefault(r["metric"], []).append(r)
@@ -584,8 +648,16 @@ def judge(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
     out = pd.DataFrame(rows)
-    if by_family["transfer_seen"] and by_family["retention"]:
-        out = pd.concat([out, pd.DataFrame(_tradeoff(out, options.alpha))], ignore_index=True)
+    seen_family, retention_family = role_family.get("transfer_seen"), role_family.get("retention")
+    if seen_family and retention_family and by_family[seen_family] and by_family[retention_family]:
+        pair = _tradeoff(out, options.alpha, seen_family, retention_family)
+        if roles is not None and not pair:
+            raise WhichloraError(
+                f"families {seen_family!r} (transfer_seen) and {retention_family!r} (retention) "
+                "share no metric, so they make no trade-off row (it compares one metric on "
+                "both). Fix: score both with the same metric name, or drop --role."
+            )
+        out = pd.concat([out, pd.DataFrame(pair)], ignore_index=True)
     for col in ("more_seeds", "more_items"):
         out[col] = out[col].astype(object).where(out[col].notna(), None)
     return out[VERDICT_COLUMNS + [c for c in out.columns if c not in VERDICT_COLUMNS]]

@@ -318,7 +318,9 @@ class AnalysisSpec(Strict):
     )
     sentences_per_language: Annotated[int, Field(ge=4)] = 60
     pooling: list[Literal["mean", "last"]] = Field(default_factory=lambda: ["mean", "last"])
-    baseline: str = "lora"
+    baseline: str = Field(
+        "lora", description="the technique label every other technique is compared with"
+    )
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
     margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
@@ -327,7 +329,10 @@ class AnalysisSpec(Strict):
         "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md",
     )
     primary_metric: str = Field(
-        "nll", description="the metric the report's decision table shows for every family"
+        "nll",
+        description="the metric the report's decision table shows for every family; one the "
+        "study computes (nll, mc_acc, mc_acc_norm, chrf, fidelity, atlas_nll_token, "
+        "atlas_nll_byte, harness:<task>:<metric>), or the study is refused before it runs",
     )
 
 

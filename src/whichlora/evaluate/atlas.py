@@ -21,6 +21,7 @@ from whichlora.evaluate.suite import EvalResult
 ATLAS_PREFIX = "atlas_"
 NLL_TOKEN = "atlas_nll_token"  # nats per token
 NLL_BYTE = "atlas_nll_byte"  # nats per UTF-8 byte
+ATLAS_METRICS = (NLL_TOKEN, NLL_BYTE)  # the per-example metrics score_atlas writes
 TOKENS = "atlas_tokens"  # per language: tokens scored (metrics table only; the cost table)
 BYTES = "atlas_bytes"
 

@@ -86,26 +86,38 @@ def _require_lm_eval() -> None:
 # --------------------------------------------------------------------------- languages
 
 
-def language_from_task_name(task: str) -> str | None:
-    """Canonical language code that a task name encodes, or None when it encodes none.
+def split_task_language(task: str) -> tuple[str, str | None]:
+    """(the task name without its language code, the canonical code), or (task, None) when
+    the name encodes no language: xnli_de -> (xnli, de), belebele_swh_Latn -> (belebele, sw),
+    global_mmlu_full_sw_anatomy -> (global_mmlu_full_anatomy, sw).
 
     Conservative on purpose: English words in task names ("is", "to", "an") are also ISO codes,
     so a bare two-letter token only counts right after a known family prefix or at the end.
     """
     match = _FLORES_CODE.search(task)
     if match:
-        return normalize_language(match.group(1))
+        code = normalize_language(match.group(1))
+        rest = (task[: match.start()] + task[match.end() :]).strip("_").replace("__", "_")
+        return (rest or task, code) if code else (task, None)
+    tokens = task.split("_")
     for family in _FAMILIES:
         if task.startswith(family + "_"):
-            for token in task[len(family) + 1 :].split("_"):
+            skip = family.count("_") + 1
+            for index, token in enumerate(tokens[skip:], skip):
                 code = _TWO_LETTERS.fullmatch(token) and normalize_language(token)
                 if code:
-                    return code
+                    return "_".join(tokens[:index] + tokens[index + 1 :]), code
             break
-    last = task.rsplit("_", 1)[-1]
-    if "_" in task and _TWO_LETTERS.fullmatch(last):
-        return normalize_language(last)
-    return None
+    if len(tokens) > 1 and _TWO_LETTERS.fullmatch(tokens[-1]):
+        code = normalize_language(tokens[-1])
+        if code:
+            return "_".join(tokens[:-1]), code
+    return task, None
+
+
+def language_from_task_name(task: str) -> str | None:
+    """Canonical language code that a task name encodes, or None when it encodes none."""
+    return split_task_language(task)[1]
 
 
 def task_language(task: str, config: dict[str, Any] | None = None) -> str:
@@ -237,19 +249,20 @@ def _task_manager(tasks: Sequence[str], include_path: str | None) -> Any:
 # --------------------------------------------------------------------------- conversion
 
 
-def _metric_name(task: str, metric: str, filter_key: str) -> str:
+def metric_name(task: str, metric: str, filter_key: str = DEFAULT_FILTER) -> str:
+    """``harness:<task>:<metric>``, with ``/<filter>`` when the filter is not lm-eval's none."""
     suffix = "" if filter_key == DEFAULT_FILTER else f"/{filter_key}"
     return f"{PREFIX}:{task}:{metric}{suffix}"
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     """A per-doc or aggregate value as a float; None for tuples (bleu inputs), strings, NaN."""
     if isinstance(value, bool | int | float):
         number = float(value)
         return number if math.isfinite(number) else None
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item) and getattr(value, "ndim", 1) == 0:
-        return _number(item())
+        return as_number(item())
     return None
 
 
@@ -260,7 +273,7 @@ def _aggregate_rows(
     rows = []
     for key, value in values.items():
         metric, sep, filter_key = key.partition(",")
-        number = _number(value)
+        number = as_number(value)
         if not sep or metric.endswith("_stderr") or number is None:
             continue
         rows.append(
@@ -268,7 +281,7 @@ def _aggregate_rows(
                 "run_id": run_id,
                 "split": "test",
                 "language": language,
-                "metric": _metric_name(name, metric, filter_key),
+                "metric": metric_name(name, metric, filter_key),
                 "value": number,
                 "n": n,
             }
@@ -284,7 +297,7 @@ def _example_rows(
     for sample in sorted(samples, key=lambda s: (str(s.get("filter")), s["doc_id"])):
         filter_key = str(sample.get("filter", DEFAULT_FILTER))
         for metric in sample.get("metrics", []):
-            number = _number(sample.get(metric))
+            number = as_number(sample.get(metric))
             if number is None:
                 continue
             rows.append(
@@ -292,7 +305,7 @@ def _example_rows(
                     "run_id": run_id,
                     "split": "test",
                     "language": language,
-                    "metric": _metric_name(task, metric, filter_key),
+                    "metric": metric_name(task, metric, filter_key),
                     "example_id": str(sample["doc_id"]),
                     "value": number,
                 }

@@ -23,6 +23,18 @@ HIGHER_IS_BETTER = {
     "atlas_nll_token": False,  # the transfer atlas (evaluate/atlas.py)
     "atlas_nll_byte": False,
 }
+# What evaluate_model writes from each part of the evaluation set; a study's preflight reads
+# these (suite_metrics) to know which metrics it will compute.
+KNOWLEDGE_METRICS = ("mc_acc", "mc_acc_norm")  # multiple choice: accuracy, length-normalised
+HELDOUT_METRICS = ("nll",)  # reference-response NLL per token
+GENERATION_METRICS = ("chrf", "fidelity")  # generated answers: chrF, in the asked language
+
+
+def suite_metrics(*, knowledge: bool, heldout: bool, generation: bool) -> list[str]:
+    """The metrics evaluate_model computes for an evaluation set with these parts."""
+    parts = ((knowledge, KNOWLEDGE_METRICS), (heldout, HELDOUT_METRICS),
+             (generation, GENERATION_METRICS))  # fmt: skip
+    return [metric for present, metrics in parts if present for metric in metrics]
 
 
 @dataclass
@@ -122,8 +134,9 @@ def evaluate_model(
             model, tokenizer, mc, batch_size=batch_size, progress=progress
         )
         ids = [i.id for i in items]
-        _add(result, run_id, "test", language, "mc_acc", ids, [s.acc for s in scores])
-        _add(result, run_id, "test", language, "mc_acc_norm", ids, [s.acc_norm for s in scores])
+        acc, acc_norm = KNOWLEDGE_METRICS
+        _add(result, run_id, "test", language, acc, ids, [s.acc for s in scores])
+        _add(result, run_id, "test", language, acc_norm, ids, [s.acc_norm for s in scores])
 
     for language, records in sorted(evalset.heldout.items()):
         nll = response_nll(
@@ -138,7 +151,7 @@ def evaluate_model(
             run_id,
             "test",
             language,
-            "nll",
+            HELDOUT_METRICS[0],
             [r.id for r in records],
             [total / count if count else float("nan") for total, count in nll],
         )
@@ -157,12 +170,13 @@ def evaluate_model(
             progress=progress,
         )
         ids = [r.id for r in records]
+        chrf_name, fidelity_name = GENERATION_METRICS
         _add(
             result,
             run_id,
             "test",
             language,
-            "chrf",
+            chrf_name,
             ids,
             [chrf.sentence_score(t, [r.output]).score for t, r in zip(texts, records, strict=True)],
         )
@@ -171,7 +185,7 @@ def evaluate_model(
             run_id,
             "test",
             language,
-            "fidelity",
+            fidelity_name,
             ids,
             [float(ok) for ok in fidelity(texts, language)],
         )

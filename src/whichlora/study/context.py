@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
-from whichlora.config.study import Study, dump_study, load_study
+from whichlora.config.study import AnalysisSpec, Study, dump_study, load_study
 from whichlora.data.atlas import atlas_anchors
 from whichlora.errors import WhichloraError
 from whichlora.paths import remove_stale_temp, write_text_atomic
@@ -307,12 +307,107 @@ def _check_run_ids(runs: list[RunSpec], where: Path) -> None:
         )
 
 
+def study_metrics(study: Study) -> tuple[list[str], list[str]]:
+    """(the metrics the study computes per example, the harness prefixes it computes under).
+
+    Read from the code that writes them (the suite's and the atlas's metric tuples), for the
+    parts of the evaluation the study turns on. lm-eval names its metrics only when a task runs,
+    so a harness task gives a prefix: `harness:<task>:` and, for a group, `harness:<task>_`."""
+    from whichlora.evaluate.atlas import ATLAS_METRICS
+    from whichlora.evaluate.harness import PREFIX
+    from whichlora.evaluate.suite import suite_metrics
+
+    spec = study.evaluation
+    names = suite_metrics(
+        knowledge=bool(spec.knowledge),
+        heldout=bool(spec.heldout),
+        generation=bool(spec.heldout) and spec.generation_items > 0,
+    )
+    if spec.atlas is not None:
+        names += ATLAS_METRICS
+    prefixes = [f"{PREFIX}:{task}{end}" for task in spec.harness_tasks for end in (":", "_")]
+    return names, prefixes
+
+
+def _where_metric_comes_from(metric: str) -> str:
+    """The setting that makes the study compute a metric it could compute but does not."""
+    from whichlora.evaluate.atlas import ATLAS_METRICS
+    from whichlora.evaluate.harness import PREFIX
+    from whichlora.evaluate.suite import GENERATION_METRICS, HELDOUT_METRICS, KNOWLEDGE_METRICS
+
+    if metric in KNOWLEDGE_METRICS:
+        return "set evaluation.knowledge (e.g. builtin:knowledge) to compute it"
+    if metric in HELDOUT_METRICS:
+        return "set evaluation.heldout (e.g. builtin:heldout) to compute it"
+    if metric in GENERATION_METRICS:
+        return "set evaluation.heldout and evaluation.generation_items > 0 to compute it"
+    if metric in ATLAS_METRICS:
+        return "turn on evaluation.atlas (e.g. {languages: 30}) to compute it"
+    if metric.startswith(f"{PREFIX}:"):
+        task = metric.split(":")[1]
+        return f"add {task} to evaluation.harness_tasks to compute it"
+    return ""
+
+
+def _check_analysis(study: Study, runs: list[RunSpec], where: Path) -> None:
+    """The analysis can answer what it is asked: its baseline is one of the study's techniques
+    and its primary metric is one the study computes (and can judge: it has a margin). Both
+    problems are named in one message."""
+    from whichlora.analyze.verdicts import default_margin
+    from whichlora.store import RESOLVED
+
+    spec = study.analysis
+    problems: list[str] = []
+    labels = list(dict.fromkeys(run.label for run in runs))
+    if spec.baseline not in labels:
+        problems.append(
+            f"key 'analysis.baseline': {spec.baseline!r} is not a technique of this study, so "
+            "nothing would be compared with it (the report would only say there is nothing to "
+            f"decide). Fix: set analysis.baseline to one of the technique labels "
+            f"({', '.join(labels)}), or add {spec.baseline!r} to techniques"
+        )
+    metric = spec.primary_metric
+    names, prefixes = study_metrics(study)
+    computed = metric in names or any(metric.startswith(p) for p in prefixes)
+    # The default (nll) of a study that computes no NLL falls back to the first metric it does
+    # compute, as documented; a metric the user named must be computed. A study folder's
+    # resolved.yaml spells every default, so it counts as not named.
+    named = "primary_metric" in spec.model_fields_set and where.name != RESOLVED
+    default = AnalysisSpec.model_fields["primary_metric"].default
+    if not computed and (named or metric != default):
+        listed = ", ".join(names) or "none of the suite's metrics"
+        if prefixes:
+            listed += ", and harness:<task>:<metric> for " + ", ".join(
+                study.evaluation.harness_tasks
+            )
+        hint = _where_metric_comes_from(metric)
+        problems.append(
+            f"key 'analysis.primary_metric': the study does not compute {metric!r}, so the "
+            f"decision table could not lead with it. It computes {listed}. Fix: set "
+            f"analysis.primary_metric to one of them" + (f", or {hint}" if hint else "")
+        )
+    elif computed and metric not in spec.margins and default_margin(metric) is None:
+        problems.append(
+            f"key 'analysis.primary_metric': {metric!r} has no margin of practical equivalence, "
+            "so it would get no verdict and the decision table could not lead with it. Fix: set "
+            f"analysis.margins: {{{metric!r}: VALUE}} in the metric's own units"
+        )
+    if len(problems) == 1:
+        raise WhichloraError(f"Study file {where}, {problems[0]}.")
+    if problems:
+        listed = " ".join(f"({i}) {p}." for i, p in enumerate(problems, 1))
+        raise WhichloraError(
+            f"Study file {where}: {len(problems)} analysis settings cannot give an answer: {listed}"
+        )
+
+
 def preflight(study: Study, runs: list[RunSpec], where: Path) -> dict[str, Any]:
     """Check everything that can be checked without training, before anything is written.
 
     Returns the loaded data so the runner does not read it twice.
     """
     _check_run_ids(runs, where)
+    _check_analysis(study, runs, where)
     _check_executor(study, where)
     config = _check_model(study, where)
     _check_budgets(study, runs, config, where)
