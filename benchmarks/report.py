@@ -731,7 +731,7 @@ def train_precision(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         "float32 throughout; bf16-sdpa: bf16 autocast, attention too (CPU autocast casts SDPA "
         "to bf16); bf16: autocast with attention kept in float32 (what `training.precision: "
         "auto` now gives on a CPU with AMX/AVX512-BF16); fp32-peft-norm (DoRA): fp32 with "
-        "PEFT's own DoRA weight norm instead of the factored one (techniques/dora_norm.py). "
+        "PEFT's own DoRA weight norm instead of the factored one (techniques/methods/dora.py). "
         "Seconds: median (min) per run; '% fp32 floor': the run's matmul FLOPs at float32 "
         "GEMM speed over its seconds; loss: the largest difference of a step's loss from "
         "fp32's.",

@@ -32,7 +32,6 @@ from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
 from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.techniques.budget import settings_for_request
-from whichlora.techniques.dora_norm import use_factored_dora_norm
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
 from whichlora.train.checkpoint import (
@@ -274,6 +273,7 @@ def train_adapter(
         request.checkpoint_every,
         request.steps,
         lambda: request_fingerprint(request, examples, library_versions()),
+        technique.step_state,
     )
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     if request.gradient_checkpointing:
@@ -303,7 +303,8 @@ def train_adapter(
             prepare_seconds = time.perf_counter() - prepare_start
             seed_everything(request.seed)  # the adapter's init draws the same as without it
         model = get_peft_model(model, config)
-        use_factored_dora_norm(model)  # DoRA: the same weight norm, no full-size temporaries
+        if technique.after_build is not None:  # DoRA: its weight norm without full-size copies
+            technique.after_build(model)
         device = next(p.device for p in model.parameters() if p.requires_grad)
         precision = resolve_precision(request.precision, device.type)
         scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise
