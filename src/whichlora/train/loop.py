@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from whichlora.data.records import Record
-from whichlora.errors import WhichloraError
+from whichlora.errors import TrainingDiverged, WhichloraError
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
 from whichlora.paths import atomic_directory, write_json_atomic
+from whichlora.store.names import ADAPTER_DIR, LOG_FILE
 from whichlora.techniques.budget import settings_for_request
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
@@ -50,13 +51,6 @@ from whichlora.train.precision import (
 )
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 from whichlora.train.tracking import StepTrackers
-
-ADAPTER_DIR = "adapter"
-LOG_FILE = "train_log.json"
-
-
-class TrainingDiverged(Exception):
-    """Loss became NaN or infinite: the run failed, the study goes on."""
 
 
 @dataclass
@@ -118,10 +112,10 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import whichlora
+    from whichlora.version import __version__
 
     return {
-        "whichlora": whichlora.__version__,
+        "whichlora": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
@@ -241,7 +235,7 @@ def train_adapter(
     from peft import get_peft_model
 
     if request.processes > 1 and world is None:
-        return train_in_processes(request, records, out_dir, on_step)
+        return train_in_processes(request, records, out_dir, on_step, train_adapter)
     world = world or SINGLE
     memory = PeakMemory()  # this run's own peaks, not the process's so far (train/memory.py)
     if request.threads:
