@@ -342,9 +342,9 @@ def pin_precision(study: Study, study_dir: Path) -> Study:
     Folders from before a setting keep what they ran in: fp32 scores (before
     `evaluation.precision`), fp32 training (before `training.precision`), and a training
     `auto` written before it meant bf16 on CPUs with AMX/AVX512-BF16 stays what it was then."""
-    from whichlora.models.precision import AUTO, FP32
+    from whichlora.models.precision import AUTO, FP32, resolve_precision
     from whichlora.study.keys import evaluation_precision
-    from whichlora.train.precision import DEFAULT, resolve_precision
+    from whichlora.train.precision import DEFAULT
 
     held = _held_study(study_dir)
     updates: dict[str, Any] = {}

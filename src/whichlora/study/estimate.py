@@ -89,16 +89,12 @@ def scoring_tokens(tokenizer: Any, evalset: Any, max_new_tokens: int) -> dict[st
 
 
 def _dtypes(ctx: Any, run: Any) -> tuple[str, str]:
-    from whichlora.models.loading import resolve_device
-    from whichlora.models.precision import resolve_precision, scoring_dtype
-    from whichlora.train.precision import resolve_precision as training_precision
+    from whichlora.models.precision import scoring_dtype
+    from whichlora.study.keys import evaluation_precision
 
     spec = ctx.study.model
-    device = resolve_device(spec.device) if not spec.device_map else "cuda"
-    trained = training_precision(
-        getattr(run.request, "precision", "fp32"), device, model_dtype=spec.dtype
-    )
-    scored = resolve_precision(ctx.study.evaluation.precision, device)
+    trained = run.request.precision  # resolved when the study was planned (study/plan.py)
+    scored = evaluation_precision(ctx.study)
     return DTYPES.get(trained, spec.dtype), scoring_dtype(scored, spec.dtype)
 
 

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from whichlora.config.study import Study, TechniqueSpec
+from whichlora.models.precision import resolve_precision
 from whichlora.train.loop import TrainRequest
-from whichlora.train.precision import resolve_precision
 
 
 @dataclass(frozen=True)

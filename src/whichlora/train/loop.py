@@ -30,6 +30,7 @@ from whichlora.data.records import Record
 from whichlora.errors import TrainingDiverged, WhichloraError
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
+from whichlora.models.precision import resolve_precision
 from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.store.names import ADAPTER_DIR, LOG_FILE
 from whichlora.techniques.budget import settings_for_request
@@ -43,12 +44,7 @@ from whichlora.train.checkpoint import (
 )
 from whichlora.train.distributed import SINGLE, World, train_in_processes
 from whichlora.train.memory import PeakMemory
-from whichlora.train.precision import (
-    autocast,
-    float32_attention,
-    grad_scaler,
-    resolve_precision,
-)
+from whichlora.train.precision import autocast, float32_attention, grad_scaler
 from whichlora.train.prompting import IGNORE_INDEX, encode_records
 from whichlora.train.tracking import StepTrackers
 
