@@ -36,7 +36,6 @@ __all__ = [
     "is_cached",
     "layer_representations",
     "representation_key",
-    "representations_cached",
     "representations_path",
 ]
 
@@ -220,7 +219,7 @@ def _precision_key(study: Any) -> dict[str, str]:
 def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> str:
     """Hash of everything the vectors depend on: texts, model reference, adapter, extractor."""
     spec = ctx.study.model
-    adapter = "" if run_id == BASE else _adapter_digest(ctx.run_dir(run_id) / "adapter")
+    adapter = "" if run_id == BASE else _adapter_digest(ctx.run_dir(run_id) / ADAPTER_DIR)
     payload = {
         "version": REPS_VERSION,
         "max_tokens": MAX_TOKENS,
@@ -283,12 +282,6 @@ def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
     spec = ctx.study.evaluation
     models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
     return models.get(adapter)
-
-
-def representations_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
-    """Whether `run_id`'s vectors for `texts` are in the cache already (no model needed)."""
-    path = representations_path(ctx.study_dir, run_id)
-    return _load_npz(path, representation_key(ctx, run_id, texts)) is not None
 
 
 def is_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:

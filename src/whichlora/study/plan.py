@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from whichlora.config.study import Study, TechniqueSpec
@@ -111,11 +111,3 @@ def plan_study(study: Study) -> list[RunSpec]:
                     )
                 )
     return runs
-
-
-def request_dict(run: RunSpec) -> dict[str, Any]:
-    return asdict(run.request)
-
-
-def with_request(run: RunSpec, **changes: Any) -> RunSpec:
-    return replace(run, request=replace(run.request, **changes))

@@ -51,11 +51,11 @@ def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
 def _embedding(ctx: StudyContext, run_id: str) -> Callable[[Any, Any], None] | None:
     """A callable that embeds `run_id` with a given (model, tokenizer) into the analysis's
     representation cache (in the study folder), or None when the cache holds it already."""
-    from whichlora.analyze.representations import cached_representations, representations_cached
+    from whichlora.analyze.representations import cached_representations, is_cached
     from whichlora.analyze.stage import parallel_texts
 
     texts = parallel_texts(ctx.study)
-    if representations_cached(ctx, run_id, texts):
+    if is_cached(ctx, run_id, texts):
         return None
 
     def embed(model: Any, tokenizer: Any) -> None:
