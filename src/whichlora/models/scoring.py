@@ -33,8 +33,8 @@ def _with_adapter(model: Any, adapter_dir: Path | None, merge: bool) -> Any:
 
     Merging computes the same function up to float rounding (~1e-6 relative in float32) and
     makes every technique score at the base model's speed: unmerged, DoRA renormalises its
-    weights and VeRA rebuilds its scaled matrices at every forward (DoRA's evaluation took 2.5x
-    the base's on the quickstart). The merge runs in the weights' own dtype, before any cast to
+    weights and VeRA rebuilds its scaled matrices at every forward (BENCHMARKS.md times DoRA's
+    evaluation both ways). The merge runs in the weights' own dtype, before any cast to
     the scoring precision, so bf16 scoring rounds the merged weights once."""
     if adapter_dir is None:
         return model
@@ -97,12 +97,10 @@ class ScoringModels:
     """The base read from disk once; `get` hands out a copy of it, with a run's adapter.
 
     The kept base sits on the CPU and is handed out itself for the base model (scoring only
-    reads weights); each run gets a copy, merged, then moved to the study's device. Measured on
-    a busy 2-core machine for SmolLM2-135M, a copy took 3.3-3.6 s against 1.2-2.0 s for
-    re-reading the file from the page cache (safetensors maps it without copying) and ~4 s for
-    the first read in a process: the copy pays off for models larger than the page cache or
-    slow disks, not always here. Models spread over several devices (`device_map`) cannot be
-    copied whole: those are loaded fresh for every model, as before.
+    reads weights); each run gets a copy, merged, then moved to the study's device. A copy spares
+    reading the weights again, which pays where they are not in the page cache (models larger
+    than it, slow disks); BENCHMARKS.md has the timings. Models spread over several devices
+    (`device_map`) cannot be copied whole: those are loaded fresh for every model.
     """
 
     def __init__(self, spec: Any, merge: bool, precision: str) -> None:

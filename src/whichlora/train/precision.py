@@ -74,9 +74,8 @@ def float32_attention(model: Any, precision: str, device_type: str) -> Iterator[
     """While training in bf16 on CPU, run a transformers model's SDPA attention in float32
     (yields whether it does). CPU autocast would cast SDPA's inputs to bf16; here it is off for
     the attention kernel alone, q, k and v upcast, and the output goes on to its projection
-    under autocast as before. Elsewhere -- fp32,
-    GPUs (whose bf16 attention kernels are fast), other attention implementations -- nothing
-    changes."""
+    under autocast. Elsewhere -- fp32, GPUs (whose bf16 attention kernels are fast), other
+    attention implementations -- nothing changes."""
     config = getattr(model, "config", None)
     if (
         precision != "bf16"
