@@ -7,7 +7,7 @@ from typing import Any
 
 from whichlora.config.study import Study, TechniqueSpec
 from whichlora.models.precision import resolve_precision
-from whichlora.train.loop import TrainRequest
+from whichlora.train.request import TrainRequest
 
 
 @dataclass(frozen=True)
