@@ -25,7 +25,7 @@ from whichlora.models.flops import add_forward, counting
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.precision import FP32
-from whichlora.models.scoring import shared_scoring_models
+from whichlora.models.scoring import run_scoring_model
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 
@@ -276,14 +276,6 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
         raise
 
 
-def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
-    """The model evaluation scores (the process's shared base copy, plus the run's adapter)."""
-    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    spec = ctx.study.evaluation
-    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
-    return models.get(adapter)
-
-
 def is_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
     """Whether `run_id`'s vectors for `texts` are on disk (and current): nothing to compute."""
     path = representations_path(ctx.study_dir, run_id)
@@ -311,7 +303,7 @@ def cached_representations(
     if cached is not None:
         return cached
     if loader is None:
-        loader = _load_for_embedding
+        loader = run_scoring_model
     model, tokenizer = loader(ctx, run_id)
     started = time.perf_counter()
     try:

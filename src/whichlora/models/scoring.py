@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from whichlora.models.precision import FP32, scoring_dtype
+from whichlora.store.names import ADAPTER_DIR, BASE
 
 
 def _load_base(spec: Any, device: str | None = None) -> Any:
@@ -157,3 +158,14 @@ def release_scoring_models() -> None:
     """Free the kept base (its memory) once a study is done with scoring."""
     while _SHARED:
         _SHARED.pop().release()
+
+
+def run_scoring_model(ctx: Any, run_id: str) -> tuple[Any, Any]:
+    """The (model, tokenizer) a study scores and embeds `run_id` as: a copy of the base (read from
+    disk once per process), plus the run's adapter from its folder, in the study's pinned
+    precision. Evaluation and embedding share it, so a run's vectors come from the very model
+    its scores came from."""
+    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)
