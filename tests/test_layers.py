@@ -51,11 +51,16 @@ def modules() -> dict[str, Path]:
 
 
 def imports(name: str) -> Iterator[tuple[int, str, str | None]]:
-    """(line, module, imported name or None) for every import in module `name`, wherever it
-    stands (top level, inside a function, under TYPE_CHECKING); relative imports resolved."""
     path = modules()[name]
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    return imports_in(path.read_text(encoding="utf-8"), name, path.name == "__init__.py")
+
+
+def imports_in(source: str, name: str, is_package: bool) -> Iterator[tuple[int, str, str | None]]:
+    """(line, module, imported name or None) for every import in module `name`'s `source`,
+    wherever it stands (top level, inside a function, under TYPE_CHECKING); relative imports
+    resolved."""
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name, None
@@ -186,9 +191,10 @@ def test_no_import_circles() -> None:
     assert import_cycles(import_graph()) == []
 
 
-def test_the_circle_finder_sees_function_local_imports() -> None:
-    graph = import_graph()
-    assert "whichlora.study.api" in graph["whichlora"]  # imported inside run_study only
+def test_the_checks_see_function_local_and_relative_imports() -> None:
+    source = "def f():\n    from whichlora.store import names\n    from . import _x\n"
+    found = [(base, imported) for _, base, imported in imports_in(source, "whichlora.a.b", False)]
+    assert found == [("whichlora.store", "names"), ("whichlora.a", "_x")]
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
