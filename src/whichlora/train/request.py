@@ -36,7 +36,7 @@ class TrainRequest:
     device: str = "auto"
     device_map: str | None = None
     threads: int | None = None
-    # A study's "auto" is resolved and pinned when it opens (train/precision.py); a request built
+    # A study's "auto" is resolved and pinned when it opens (models/precision.py); a request built
     # by hand trains in float32 unless it says otherwise ("auto" then resolves on the device).
     precision: str = "fp32"
     # Recompute activations in backward instead of storing them: less memory, same gradients
