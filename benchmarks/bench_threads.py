@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from peft import get_peft_model
 
     from whichlora.models.loading import load_model
-    from whichlora.techniques.registry import REGISTRY, AdapterSettings
+    from whichlora.techniques import REGISTRY, AdapterSettings
     from whichlora.train.batching import collate
     from whichlora.train.loop import batch_losses, head_on_label_positions
     from whichlora.train.prompting import encode_record

@@ -99,7 +99,7 @@ def run_peer(base: Any, records: list[Any], args: argparse.Namespace, seed: int)
     import torch
     from peft import get_peft_model
 
-    from whichlora.techniques.registry import REGISTRY, AdapterSettings
+    from whichlora.techniques import REGISTRY, AdapterSettings
     from whichlora.train.prompting import IGNORE_INDEX, encode_records
 
     tokenizer = base.tokenizer
@@ -146,7 +146,7 @@ def check_same_loss(base: Any, records: list[Any], max_length: int) -> dict[str,
     import torch
     from peft import get_peft_model
 
-    from whichlora.techniques.registry import REGISTRY, AdapterSettings
+    from whichlora.techniques import REGISTRY, AdapterSettings
     from whichlora.train.batching import collate
     from whichlora.train.loop import batch_losses, head_on_label_positions
     from whichlora.train.prompting import encode_records

@@ -9,7 +9,7 @@ repetition:
 - bf16: bf16 autocast with attention kept in float32 (`train/precision.float32_attention`),
   what `auto` gives now on a CPU with AMX or AVX512-BF16;
 - for DoRA also fp32-peft-norm: fp32 with PEFT's own DoRA weight norm, against fp32 with the
-  factored one (`techniques/dora_norm.py`), which every other variant uses.
+  factored one (`techniques/methods/dora.py`), which every other variant uses.
 
 Reported per technique: the run's seconds (median, min), the ratio fp32 / bf16, and the largest
 difference of a step's loss from fp32's. The FLOPs of a run (models/flops.training_flops) put
@@ -43,22 +43,23 @@ def variants_of(technique: str) -> tuple[str, ...]:
 
 def train_once(base: Any, run: Any, records: list[Any], variant: str) -> dict[str, Any]:
     from whichlora.models.loading import LoadedModel
+    from whichlora.techniques import REGISTRY
     from whichlora.train import loop
 
     loaded = LoadedModel(model=copy.deepcopy(base.model), tokenizer=base.tokenizer, path=base.path)
     request = dataclasses.replace(run.request, precision=variant.split("-")[0])
-    kept, kept_norm = loop.float32_attention, loop.use_factored_dora_norm
+    kept, kept_entry = loop.float32_attention, REGISTRY[run.request.technique]
     if variant == "bf16-sdpa":  # the loop as it would be without the float32 attention
         loop.float32_attention = lambda model, precision, device: _plain()
-    if variant == PEFT_NORM:
-        loop.use_factored_dora_norm = lambda model: 0
+    if variant == PEFT_NORM:  # the entry without its factored weight norm: PEFT's own
+        REGISTRY[kept_entry.name] = dataclasses.replace(kept_entry, after_build=None)
     try:
         with tempfile.TemporaryDirectory(prefix="wl-prec-") as tmp:
             started = time.perf_counter()
             log = loop.train_adapter(request, records, Path(tmp) / "run", loaded=loaded)
             seconds = time.perf_counter() - started
     finally:
-        loop.float32_attention, loop.use_factored_dora_norm = kept, kept_norm
+        loop.float32_attention, REGISTRY[kept_entry.name] = kept, kept_entry
     return {
         "seconds": seconds,
         "losses": [s["loss"] for s in log["steps"]],

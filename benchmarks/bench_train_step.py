@@ -137,7 +137,7 @@ def run_peer(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from whichlora.models.loading import resolve_model_path
-    from whichlora.techniques.registry import REGISTRY, AdapterSettings
+    from whichlora.techniques import REGISTRY, AdapterSettings
     from whichlora.train.prompting import encode_records
 
     torch.set_num_threads(args.threads)

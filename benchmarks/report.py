@@ -731,7 +731,7 @@ def train_precision(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         "float32 throughout; bf16-sdpa: bf16 autocast, attention too (CPU autocast casts SDPA "
         "to bf16); bf16: autocast with attention kept in float32 (what `training.precision: "
         "auto` now gives on a CPU with AMX/AVX512-BF16); fp32-peft-norm (DoRA): fp32 with "
-        "PEFT's own DoRA weight norm instead of the factored one (techniques/dora_norm.py). "
+        "PEFT's own DoRA weight norm instead of the factored one (techniques/methods/dora.py). "
         "Seconds: median (min) per run; '% fp32 floor': the run's matmul FLOPs at float32 "
         "GEMM speed over its seconds; loss: the largest difference of a step's loss from "
         "fp32's.",
@@ -901,24 +901,25 @@ NOTES = """\
   items per language for margin (section 5 is the final number).
 - `src/whichlora/train/batching.py`: unchanged; its length grouping is what section 2
   measures against a padded loop.
-- Evaluation and embedding (issue 16): `evaluation.precision: fp32 | bf16 | auto` (default fp32,
-  so finished studies stay done; `auto` = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, pinned
-  in `resolved.yaml`); one `ScoringModels` per process (`src/whichlora/models/scoring.py`) reads
-  the base once, hands it out itself for the base model and merges each run's adapter into a copy;
-  evaluation embeds the model it has just scored, so the analysis no longer loads and merges
-  every model again; packed multiple-choice rows batch up to lm-eval's token budget for the same
-  batch size (`_batches` in `src/whichlora/evaluate/scoring.py`: a forward held 4 four-choice
-  items, ~100 tokens). Every unit stores the tokens and matmul FLOPs it needed
+- Evaluation and embedding (issue 16): `evaluation.precision: fp32 | bf16 | auto` (default fp32, so
+  finished studies stay done; `auto` = bf16 on CUDA and on CPUs with AMX/AVX512-BF16, pinned in
+  `resolved.yaml`); one `ScoringModels` per process (`src/whichlora/models/scoring.py`) reads the
+  base once, hands it out itself for the base model and merges each run's adapter into a copy (for
+  SmolLM2-135M on a busy 2-core machine a copy took 3.3-3.6 s, re-reading the file from the page
+  cache 1.2-2.0 s and the first read in a process ~4 s: the copy pays off for models larger than the
+  page cache or on slow disks); evaluation embeds the model it has just scored, so the analysis no
+  longer loads and merges every model again; packed multiple-choice rows batch up to lm-eval's token
+  budget for the same batch size (`_batches` in `src/whichlora/evaluate/scoring.py`: a forward held
+  4 four-choice items, ~100 tokens). Every unit stores the tokens and matmul FLOPs it needed
   (`src/whichlora/models/flops.py`), the study the machine's GEMM speed, and section 5 and the
-  report's cost section show each stage's efficiency. One model (the base) at quickstart
-  settings, the old path (fresh load, fp32, old batching, a second load for the embedding) and
-  the new one (bf16) side by side in one process (`.venv/bin/python
-  benchmarks/bench_eval_model.py --reps 2`) on a shared 2-core machine (GEMM 80 GFLOP/s fp32,
-  173 bf16): knowledge 17.3 -> 4.9 s (34% -> 56%
-  of its floor), held-out NLL 50.5 -> 21.9 s, generation 139.6 -> 18.5 s, embedding 29.6 ->
-  34.0 s, loads 0.8 -> 0 s; the whole model 237.7 -> 79.3 s (a second repetition: 338.7 -> 22.3
-  s; the new path in fp32, same repetition as the first: 242.2 s). Very noisy (load average 3-4
-  from other work, 8-11 earlier): read the ratios, and rerun on a quiet machine.
+  report's cost section show each stage's efficiency. One model (the base) at quickstart settings,
+  the old path (fresh load, fp32, old batching, a second load for the embedding) and the new one
+  (bf16) side by side in one process (`.venv/bin/python benchmarks/bench_eval_model.py --reps 2`) on
+  a shared 2-core machine (GEMM 80 GFLOP/s fp32, 173 bf16): knowledge 17.3 -> 4.9 s (34% -> 56% of
+  its floor), held-out NLL 50.5 -> 21.9 s, generation 139.6 -> 18.5 s, embedding 29.6 -> 34.0 s,
+  loads 0.8 -> 0 s; the whole model 237.7 -> 79.3 s (a second repetition: 338.7 -> 22.3 s; the new
+  path in fp32, same repetition as the first: 242.2 s). Very noisy (load average 3-4 from other
+  work, 8-11 earlier): read the ratios, and rerun on a quiet machine.
 - Scoring a run's model (issue 16, section 9): PEFT leaves a run's merged weights frozen, and
   `torch.matmul` folds transformers' sliced hidden states (`logits_to_keep`) into one GEMM only
   when an operand requires grad; otherwise it copied the 49152 x 576 LM head once per batch row.

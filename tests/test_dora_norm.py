@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora.dora import DoraLinearLayer
 
-from whichlora.techniques.dora_norm import factored_weight_norm, use_factored_dora_norm
+from whichlora.techniques.methods.dora import factored_weight_norm, use_factored_dora_norm
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,15 +72,15 @@ def test_factored_dora_gives_peft_dora_outputs_and_gradients(
 def test_layers_it_does_not_cover_keep_peft_forward(fresh_model: Any) -> None:
     """fan_in_fan_out (GPT-2's Conv1D layout), embeddings and other base layers are not covered:
     those DoRA layers keep PEFT's class (checked once, when the factored one is given)."""
-    from whichlora.techniques import dora_norm
+    from whichlora.techniques.methods import dora as dora_module
 
     peft_model, ours = _dora_pair(fresh_model)
     layer = next(m for m in ours.modules() if isinstance(m, DoraLinearLayer))
     assert type(layer) is not DoraLinearLayer
-    assert not dora_norm._covered(
+    assert not dora_module._covered(
         type("Layer", (), {"fan_in_fan_out": True})(), torch.nn.Linear(2, 2)
     )
-    assert not dora_norm._covered(layer, torch.nn.Embedding(3, 2))
+    assert not dora_module._covered(layer, torch.nn.Embedding(3, 2))
     plain = get_peft_model(fresh_model().model, LoraConfig(r=2, target_modules="all-linear"))
     assert use_factored_dora_norm(plain) == 0
     assert use_factored_dora_norm(ours) == 0  # given once: nothing left to swap
@@ -94,10 +94,12 @@ def test_layers_it_does_not_cover_keep_peft_forward(fresh_model: Any) -> None:
 def test_a_dora_run_trains_as_with_peft_dora(
     train_tiny: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from whichlora.train import loop
+    import dataclasses
+
+    from whichlora.techniques import REGISTRY
 
     ours = train_tiny("dora", run_name="ours", steps=3)
-    monkeypatch.setattr(loop, "use_factored_dora_norm", lambda model: 0)
+    monkeypatch.setitem(REGISTRY, "dora", dataclasses.replace(REGISTRY["dora"], after_build=None))
     peft_run = train_tiny("dora", run_name="peft", steps=3)
     # float32 rounding of the norm (~1e-7 relative) reaches the next loss as ~1e-5 through
     # Adam's first steps, which divide each gradient by its own magnitude

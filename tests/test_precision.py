@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from whichlora.config.study import parse_study
+from whichlora.models.precision import resolve_precision
 from whichlora.study.keys import NOT_IN_TRAIN_KEY, VERSION, data_key, digest, model_key, train_key
 from whichlora.study.plan import plan_study
 from whichlora.techniques import REGISTRY
-from whichlora.train.precision import resolve_precision
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,7 +46,7 @@ def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
     """A study from before `training.precision` (every run float32) keeps its train key:
     "auto" resolves to fp32 on CPU and fp32 is left out of the key. The reference payload is
     the key as it was computed before the field existed."""
-    from whichlora.train import precision
+    from whichlora.models import precision
 
     monkeypatch.setattr(precision, "fast_bf16", lambda device: False)  # a CPU without AMX
     study = parse_study(study_dict(tiny_model_dir))
@@ -76,7 +76,7 @@ def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
 
 
 def test_auto_resolves_by_where_the_run_trains(monkeypatch: pytest.MonkeyPatch) -> None:
-    from whichlora.train import precision
+    from whichlora.models import precision
 
     for fast, expected in ((False, "fp32"), (True, "bf16")):  # a CPU without / with AMX
         monkeypatch.setattr(precision, "fast_bf16", lambda device, fast=fast: fast)
@@ -98,8 +98,8 @@ def test_a_study_folder_pins_what_auto_trained_in(
     import yaml
 
     from whichlora.config.study import dump_study
+    from whichlora.models import precision
     from whichlora.study.context import open_study, pin_precision
-    from whichlora.train import precision
 
     monkeypatch.setattr(precision, "fast_bf16", lambda device: True)
     study_file = tmp_path / "study.yaml"

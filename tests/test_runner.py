@@ -151,7 +151,7 @@ def _only_in_workers(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the driver computed a unit that belongs in a Ray task")
 
     monkeypatch.setattr("whichlora.train.loop.train_adapter", refuse)
-    monkeypatch.setattr("whichlora.study.scoring.shared_scoring_models", refuse)
+    monkeypatch.setattr("whichlora.models.scoring.shared_scoring_models", refuse)
     monkeypatch.setattr("whichlora.analyze.representations.layer_representations", refuse)
 
 

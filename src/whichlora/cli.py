@@ -199,7 +199,6 @@ def _technique_details(name: str) -> None:
                 "rewrites base weights at init and identically on every load",
                 technique.rewrites_base_on_load,
             ),
-            ("scored unmerged (cannot merge)", not technique.can_merge),
         )
         if on
     ]

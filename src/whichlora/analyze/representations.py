@@ -25,7 +25,7 @@ from whichlora.models.flops import add_forward, counting
 from whichlora.models.introspect import accepts_logits_to_keep
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.precision import FP32
-from whichlora.models.scoring import shared_scoring_models
+from whichlora.models.scoring import run_scoring_model
 from whichlora.store import BASE
 from whichlora.store.names import ADAPTER_DIR
 
@@ -36,7 +36,6 @@ __all__ = [
     "is_cached",
     "layer_representations",
     "representation_key",
-    "representations_cached",
     "representations_path",
 ]
 
@@ -220,7 +219,7 @@ def _precision_key(study: Any) -> dict[str, str]:
 def representation_key(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> str:
     """Hash of everything the vectors depend on: texts, model reference, adapter, extractor."""
     spec = ctx.study.model
-    adapter = "" if run_id == BASE else _adapter_digest(ctx.run_dir(run_id) / "adapter")
+    adapter = "" if run_id == BASE else _adapter_digest(ctx.run_dir(run_id) / ADAPTER_DIR)
     payload = {
         "version": REPS_VERSION,
         "max_tokens": MAX_TOKENS,
@@ -277,20 +276,6 @@ def _save_npz(path: Path, key: str, reps: Representations) -> None:
         raise
 
 
-def _load_for_embedding(ctx: Any, run_id: str) -> tuple[Any, Any]:
-    """The model evaluation scores (the process's shared base copy, plus the run's adapter)."""
-    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    spec = ctx.study.evaluation
-    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
-    return models.get(adapter)
-
-
-def representations_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
-    """Whether `run_id`'s vectors for `texts` are in the cache already (no model needed)."""
-    path = representations_path(ctx.study_dir, run_id)
-    return _load_npz(path, representation_key(ctx, run_id, texts)) is not None
-
-
 def is_cached(ctx: Any, run_id: str, texts: Mapping[str, Sequence[str]]) -> bool:
     """Whether `run_id`'s vectors for `texts` are on disk (and current): nothing to compute."""
     path = representations_path(ctx.study_dir, run_id)
@@ -318,7 +303,7 @@ def cached_representations(
     if cached is not None:
         return cached
     if loader is None:
-        loader = _load_for_embedding
+        loader = run_scoring_model
     model, tokenizer = loader(ctx, run_id)
     started = time.perf_counter()
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from whichlora.data.local import Row
-from whichlora.data.sources import FieldMap, SourceOptions, parse_options
+from whichlora.data.options import FieldMap, SourceOptions, parse_options
 from whichlora.errors import WhichloraError
 
 BACTRIAN_X_LANGUAGES = (

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from whichlora.models.precision import FP32, scoring_dtype
+from whichlora.store.names import ADAPTER_DIR, BASE
 
 
 def _load_base(spec: Any, device: str | None = None) -> Any:
@@ -33,8 +34,8 @@ def _with_adapter(model: Any, adapter_dir: Path | None, merge: bool) -> Any:
 
     Merging computes the same function up to float rounding (~1e-6 relative in float32) and
     makes every technique score at the base model's speed: unmerged, DoRA renormalises its
-    weights and VeRA rebuilds its scaled matrices at every forward (DoRA's evaluation took 2.5x
-    the base's on the quickstart). The merge runs in the weights' own dtype, before any cast to
+    weights and VeRA rebuilds its scaled matrices at every forward (BENCHMARKS.md times DoRA's
+    evaluation both ways). The merge runs in the weights' own dtype, before any cast to
     the scoring precision, so bf16 scoring rounds the merged weights once."""
     if adapter_dir is None:
         return model
@@ -97,12 +98,10 @@ class ScoringModels:
     """The base read from disk once; `get` hands out a copy of it, with a run's adapter.
 
     The kept base sits on the CPU and is handed out itself for the base model (scoring only
-    reads weights); each run gets a copy, merged, then moved to the study's device. Measured on
-    a busy 2-core machine for SmolLM2-135M, a copy took 3.3-3.6 s against 1.2-2.0 s for
-    re-reading the file from the page cache (safetensors maps it without copying) and ~4 s for
-    the first read in a process: the copy pays off for models larger than the page cache or
-    slow disks, not always here. Models spread over several devices (`device_map`) cannot be
-    copied whole: those are loaded fresh for every model, as before.
+    reads weights); each run gets a copy, merged, then moved to the study's device. A copy spares
+    reading the weights again, which pays where they are not in the page cache (models larger
+    than it, slow disks); BENCHMARKS.md has the timings. Models spread over several devices
+    (`device_map`) cannot be copied whole: those are loaded fresh for every model.
     """
 
     def __init__(self, spec: Any, merge: bool, precision: str) -> None:
@@ -159,3 +158,14 @@ def release_scoring_models() -> None:
     """Free the kept base (its memory) once a study is done with scoring."""
     while _SHARED:
         _SHARED.pop().release()
+
+
+def run_scoring_model(ctx: Any, run_id: str) -> tuple[Any, Any]:
+    """The (model, tokenizer) a study scores and embeds `run_id` as: a copy of the base (read from
+    disk once per process), plus the run's adapter from its folder, in the study's pinned
+    precision. Evaluation and embedding share it, so a run's vectors come from the very model
+    its scores came from."""
+    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
+    spec = ctx.study.evaluation
+    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
+    return models.get(adapter)

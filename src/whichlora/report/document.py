@@ -4,7 +4,6 @@ rendered from one source and cannot drift apart."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -92,10 +91,6 @@ def cell_classes(display: pd.DataFrame, columns: dict[str, Iterable[str]]) -> pd
     for column, values in columns.items():
         out[column] = list(values)
     return out
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "item"
 
 
 # ------------------------------------------------------------------------------ formatting

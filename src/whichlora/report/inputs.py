@@ -20,6 +20,7 @@ from whichlora.evaluate.atlas import TOKENS as ATLAS_TOKENS
 from whichlora.report.efficiency import efficiency_rows, study_precisions
 from whichlora.report.style import Palette
 from whichlora.store import BASE, RESOLVED, Store, selected
+from whichlora.store.names import LOG_FILE, RUNS_DIR
 
 RUN_COLUMNS = ["run_id", "technique", "label", "seed", "learning_rate"]
 ATLAS_STAGE = "atlas"  # the atlas unit's stage name (study/keys.py ATLAS; the report sits below)
@@ -97,7 +98,7 @@ def _planned(store: Store, runs: Sequence[Any], in_results: set[str]) -> pd.Data
 def _versions(study_dir: Path, run_ids: list[str]) -> pd.DataFrame:
     rows = []
     for run_id in run_ids:
-        path = study_dir / "runs" / run_id / "train_log.json"
+        path = study_dir / RUNS_DIR / run_id / LOG_FILE
         try:
             versions = json.loads(path.read_text(encoding="utf-8")).get("versions") or {}
         except (OSError, ValueError, AttributeError):

@@ -10,6 +10,7 @@ import pandas as pd
 from whichlora.evaluate.suite import HIGHER_IS_BETTER
 from whichlora.report.document import Table, finite, fmt_bytes, fmt_ci, fmt_int, fmt_num
 from whichlora.report.inputs import ReportInputs
+from whichlora.techniques import BASELINE, REGISTRY
 
 SHOWN_METRICS = ("mc_acc", "nll", "chrf", "fidelity")
 # metric -> (scale, digits, delta unit, absolute unit, short name)
@@ -187,14 +188,16 @@ def cost_table(inputs: ReportInputs) -> Table | None:
     )
 
 
-OVERHEAD_OF = ("dora", "vera")  # the techniques whose cost next to LoRA readers ask about
-REFERENCE = "lora"
+def _cost_next_to_baseline(technique: str) -> bool:
+    entry = REGISTRY.get(technique)
+    return entry is not None and entry.cost_next_to_baseline
 
 
 def overhead_table(inputs: ReportInputs) -> Table | None:
-    """DoRA's and VeRA's time per step and peak memory as ratios to LoRA's (means over seeds):
-    the numbers their cost is usually judged by. None unless LoRA and one of them were trained.
-    GPU memory when both sides ran on a GPU, else host RSS."""
+    """Time per step and peak memory as ratios to the registry's baseline technique (LoRA), means
+    over seeds, for the techniques whose cost is usually judged by them (DoRA, VeRA: their
+    entries say so). None unless the baseline and one of them were trained. GPU memory when both
+    sides ran on a GPU, else host RSS."""
     costs = inputs.costs.merge(inputs.runs[["run_id", "label", "technique"]], on="run_id")
     # CPU runs store no GPU peak (NULL): numeric NaN, so means keep the column
     gpu = costs.get("peak_gpu_mb", math.nan)
@@ -206,7 +209,7 @@ def overhead_table(inputs: ReportInputs) -> Table | None:
     display, data = [], []
     for label in inputs.labels:
         mine = costs[costs["label"] == label]
-        if mine.empty or str(mine["technique"].iloc[0]) not in OVERHEAD_OF:
+        if mine.empty or not _cost_next_to_baseline(str(mine["technique"].iloc[0])):
             continue
         c = mine.mean(numeric_only=True)
         gpu = finite(c["peak_gpu_mb"]) and finite(ref["peak_gpu_mb"])
@@ -242,11 +245,12 @@ def overhead_table(inputs: ReportInputs) -> Table | None:
 
 
 def _reference_label(inputs: ReportInputs, costs: pd.DataFrame) -> str | None:
-    """The LoRA label to compare with: the baseline when it is LoRA, else the first LoRA label."""
+    """The label to compare with: the study's baseline when it runs the registry's baseline
+    technique (LoRA), else the first label that does."""
     labels = [
         lab
         for lab in inputs.labels
-        if not costs[(costs["label"] == lab) & (costs["technique"] == REFERENCE)].empty
+        if not costs[(costs["label"] == lab) & (costs["technique"] == BASELINE)].empty
     ]
     if not labels:
         return None

@@ -10,7 +10,8 @@ RESOLVED = "resolved.yaml"
 DATABASE = "results.sqlite"
 LOCK = ".whichlora.lock"
 RUNS_DIR = "runs"
-ADAPTER_DIR = "adapter"
+ADAPTER_DIR = "adapter"  # a run folder's saved PEFT adapter
+LOG_FILE = "train_log.json"  # ... and its training log
 
 
 def selected(runs: Sequence[Any], chosen: Sequence[str] | None) -> list[Any]:

@@ -210,16 +210,9 @@ def _check_optimizer(config: Any, technique: Any, settings: Any, request: Any) -
     meta-device model so a bad option value fails now (no weights, no memory)."""
     if technique.make_optimizer is None:
         return
-    import warnings
+    from whichlora.techniques.budget import meta_peft_model
 
-    import torch
-    from peft import get_peft_model
-
-    from whichlora.techniques.budget import _count_config, _meta_model
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = get_peft_model(_meta_model(config), _count_config(technique, settings))
+    model = meta_peft_model(config, technique, settings)
     technique.make_optimizer(model, request.learning_rate, request.weight_decay, settings.options)
 
 
@@ -444,9 +437,9 @@ def pin_precision(study: Study, study_dir: Path) -> Study:
     Folders from before a setting keep what they ran in: fp32 scores (before
     `evaluation.precision`), fp32 training (before `training.precision`), and a training
     `auto` written before it meant bf16 on CPUs with AMX/AVX512-BF16 stays what it was then."""
-    from whichlora.models.precision import AUTO, FP32
+    from whichlora.models.precision import AUTO, FP32, resolve_precision
     from whichlora.study.keys import evaluation_precision
-    from whichlora.train.precision import DEFAULT, resolve_precision
+    from whichlora.train.precision import DEFAULT
 
     held = _held_study(study_dir)
     updates: dict[str, Any] = {}

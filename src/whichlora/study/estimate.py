@@ -2,11 +2,11 @@
 of models/flops.py, from the model's config and the study's own tokens) over this machine's
 measured GEMM speed in the precision the unit runs in, at the share of it such work reaches.
 
-Measured on the quickstart (2-core Xeon with AMX, 2026-12-03): a LoRA training step reached
-~0.4-0.57 of the float32 GEMM floor, a bf16 scoring forward ~0.2 of the bf16 floor (elementwise
-work and small matrices, not the GEMMs, set the rest), and greedy decoding runs one token at a
-time at matrix-vector speed, far below either. The estimate was 3x too long when it counted
-fp32 speed for bf16 scoring and every choice of a multiple-choice item as its own sequence."""
+The shares are what the quickstart's units reach (BENCHMARKS.md, sections 5 and 10): a LoRA
+training step about half of the float32 GEMM floor, a bf16 scoring forward about a fifth of the
+bf16 floor (elementwise work and small matrices, not the GEMMs, set the rest); greedy decoding
+runs one token at a time at matrix-vector speed, far below either. Scoring is costed in its own
+precision, and a multiple-choice item as the packed sequence it runs as (its context once)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 # share of the GEMM floor of its precision a small-batch training step reaches: fp32 on CPU;
-# bf16 (on CPU with attention in float32) was 1.35x faster than fp32 at 6x its GEMM speed
+# bf16 on CPU (attention in float32) a smaller one, its steps gaining far less than its GEMMs
 TRAIN_EFFICIENCY = {"float32": 0.45, "bfloat16": 0.1, "float16": 0.1}
 SCORE_EFFICIENCY = {"float32": 0.35, "bfloat16": 0.2, "float16": 0.2}
 GEMM_SIZE = 768
@@ -89,16 +89,12 @@ def scoring_tokens(tokenizer: Any, evalset: Any, max_new_tokens: int) -> dict[st
 
 
 def _dtypes(ctx: Any, run: Any) -> tuple[str, str]:
-    from whichlora.models.loading import resolve_device
-    from whichlora.models.precision import resolve_precision, scoring_dtype
-    from whichlora.train.precision import resolve_precision as training_precision
+    from whichlora.models.precision import scoring_dtype
+    from whichlora.study.keys import evaluation_precision
 
     spec = ctx.study.model
-    device = resolve_device(spec.device) if not spec.device_map else "cuda"
-    trained = training_precision(
-        getattr(run.request, "precision", "fp32"), device, model_dtype=spec.dtype
-    )
-    scored = resolve_precision(ctx.study.evaluation.precision, device)
+    trained = run.request.precision  # resolved when the study was planned (study/plan.py)
+    scored = evaluation_precision(ctx.study)
     return DTYPES.get(trained, spec.dtype), scoring_dtype(scored, spec.dtype)
 
 

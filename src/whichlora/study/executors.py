@@ -241,8 +241,11 @@ def _ray_reason(exc: BaseException, retries: int) -> str:
     return f"{type(exc).__name__} {tries}" + (f" ({first})" if first else "")
 
 
-def _apply_threads(study: Any) -> None:
-    """The study's thread count in the worker too: CPU sums depend on it (see runner)."""
+def apply_threads(study: Any) -> None:
+    """`training.threads` holds for the whole process (driver and workers), not only inside
+    training: CPU reductions depend on the thread count, so a resumed process that skips training
+    must score with the same threads as an uninterrupted one, or its metrics differ in the last
+    digits."""
     if study.training.threads:
         import torch
 
@@ -264,7 +267,7 @@ def _score_task(
     values: dict[str, Any], run_id: str, stages: list[str], embed: bool = False
 ) -> list[Any]:
     ctx = attach(values)
-    _apply_threads(ctx.study)
+    apply_threads(ctx.study)
     return list(score_units(ctx, run_id, stages, embed=embed))
 
 
@@ -274,7 +277,7 @@ def _embed_task(
     from whichlora.analyze.representations import cached_representations
 
     ctx = attach(values)
-    _apply_threads(ctx.study)
+    apply_threads(ctx.study)
     cached_representations(ctx, run_id, texts, batch_size=batch_size)
 
 

@@ -134,11 +134,12 @@ def scored_model_key(study: Study, run: RunSpec | None) -> dict[str, Any]:
 
 def evaluation_precision(study: Study) -> str:
     """fp32 or bf16: the study's `evaluation.precision`, `auto` resolved for this machine (a
-    study opened with open_study has it pinned already, so its keys do not follow the machine)."""
+    study opened with open_study has it pinned already, so its keys do not follow the machine).
+    A device map places the model on the GPUs when torch sees any, else on the CPU."""
     from whichlora.models.loading import resolve_device
 
     spec = study.model
-    device = "cuda" if spec.device_map else resolve_device(spec.device)
+    device = "auto" if spec.device_map else resolve_device(spec.device)
     return resolve_precision(study.evaluation.precision, device)
 
 

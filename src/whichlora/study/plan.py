@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from whichlora.config.study import Study, TechniqueSpec
-from whichlora.train.loop import TrainRequest
-from whichlora.train.precision import resolve_precision
+from whichlora.models.precision import resolve_precision
+from whichlora.train.request import TrainRequest
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,3 @@ def plan_study(study: Study) -> list[RunSpec]:
                     )
                 )
     return runs
-
-
-def request_dict(run: RunSpec) -> dict[str, Any]:
-    return asdict(run.request)
-
-
-def with_request(run: RunSpec, **changes: Any) -> RunSpec:
-    return replace(run, request=replace(run.request, **changes))

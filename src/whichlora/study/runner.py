@@ -20,23 +20,13 @@ from whichlora.errors import WhichloraError
 from whichlora.models.scoring import release_scoring_models
 from whichlora.store import BASE
 from whichlora.study.context import StudyContext
-from whichlora.study.executors import Executor, get_executor
+from whichlora.study.executors import Executor, apply_threads, get_executor
 from whichlora.study.keys import TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
 from whichlora.study.units import is_lost_worker
 
 log = logging.getLogger("whichlora")
 STAGES = ("train", "evaluate", "analyze", "report")
-
-
-def apply_threads(ctx: StudyContext) -> None:
-    """`training.threads` holds for the whole process, not only inside training: CPU reductions
-    depend on the thread count, so a resumed process that skips training must score with the same
-    threads as an uninterrupted one, or its metrics differ in the last digits."""
-    if ctx.study.training.threads:
-        import torch
-
-        torch.set_num_threads(ctx.study.training.threads)
 
 
 # ---------------------------------------------------------------------------------- train
@@ -118,7 +108,7 @@ def evaluate_stage(
     """Score the base and the runs: first the base's test units and the sweep's validation
     (which choose learning rates), then the test units of the selected runs. The executor
     decides where each model is scored; every unit is recorded here."""
-    apply_threads(ctx)
+    apply_threads(ctx.study)
     executor = executor or get_executor(ctx.study.executor)
     trained = [r for r in ctx.runs if ctx.unit_status(r.run_id, TRAIN) == "done"]
     if only is not None:
@@ -192,7 +182,7 @@ def run_all(
     progress: bool = True,
     retry_failed: bool = False,
 ) -> None:
-    apply_threads(ctx)
+    apply_threads(ctx.study)
     executor = get_executor(ctx.study.executor)
     if {"train", "evaluate"} & set(stages):
         measure_machine(ctx)

@@ -17,9 +17,8 @@ from typing import Any
 
 from whichlora.evaluate.suite import EvalSet
 from whichlora.models.flops import counting
-from whichlora.models.scoring import shared_scoring_models
-from whichlora.store import BASE, Store
-from whichlora.store.names import ADAPTER_DIR
+from whichlora.models.scoring import run_scoring_model
+from whichlora.store import Store
 from whichlora.study.context import StudyContext
 from whichlora.study.keys import ATLAS, HARNESS, VALIDATE
 from whichlora.study.units import unit_rows
@@ -39,23 +38,14 @@ class ScoredUnit:
     flops: float | None = None  # their matmul FLOPs (models/flops.py), for the FLOP floors
 
 
-def scoring_model(ctx: StudyContext, run_id: str) -> tuple[Any, Any]:
-    """The model `run_id` is scored as: a copy of the base (read from disk once per process),
-    plus the run's adapter from disk, in the study's pinned precision."""
-    adapter = None if run_id == BASE else ctx.run_dir(run_id) / ADAPTER_DIR
-    spec = ctx.study.evaluation
-    models = shared_scoring_models(ctx.study.model, spec.merge_adapters, spec.precision)
-    return models.get(adapter)
-
-
 def _embedding(ctx: StudyContext, run_id: str) -> Callable[[Any, Any], None] | None:
     """A callable that embeds `run_id` with a given (model, tokenizer) into the analysis's
     representation cache (in the study folder), or None when the cache holds it already."""
-    from whichlora.analyze.representations import cached_representations, representations_cached
+    from whichlora.analyze.representations import cached_representations, is_cached
     from whichlora.analyze.stage import parallel_texts
 
     texts = parallel_texts(ctx.study)
-    if representations_cached(ctx, run_id, texts):
+    if is_cached(ctx, run_id, texts):
         return None
 
     def embed(model: Any, tokenizer: Any) -> None:
@@ -141,7 +131,7 @@ def score_units(
     embedding = _embedding(ctx, run_id) if embed else None
     if not stages and embedding is None:
         return
-    model, tokenizer = scoring_model(ctx, run_id)
+    model, tokenizer = run_scoring_model(ctx, run_id)
     try:
         for stage in stages:
             started = time.perf_counter()

@@ -1,5 +1,6 @@
 """LoRA techniques: one registry entry each, all adapters from peft."""
 
-from whichlora.techniques.registry import REGISTRY, AdapterSettings, Technique, get_technique
+from whichlora.techniques.registry import BASELINE, REGISTRY, get_technique
+from whichlora.techniques.technique import AdapterSettings, Technique
 
-__all__ = ["REGISTRY", "AdapterSettings", "Technique", "get_technique"]
+__all__ = ["BASELINE", "REGISTRY", "AdapterSettings", "Technique", "get_technique"]

@@ -13,10 +13,11 @@ from functools import cache
 from typing import Any
 
 from whichlora.errors import WhichloraError
-from whichlora.techniques.registry import AdapterSettings, Technique
+from whichlora.techniques.technique import AdapterSettings, Technique
 
 
-def _meta_model(config: Any) -> Any:
+def meta_model(config: Any) -> Any:
+    """The model of `config` on the meta device: every parameter's shape, no weights."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -24,30 +25,9 @@ def _meta_model(config: Any) -> Any:
         return AutoModelForCausalLM.from_config(config)
 
 
-def _count_config(technique: Technique, settings: AdapterSettings) -> Any:
-    config = technique.build_config(settings)
-    if technique.rewrites_base or isinstance(getattr(config, "init_lora_weights", None), str):
-        # Same parameter shapes; decompositions (PiSSA), data-driven (EVA) and orthogonal inits
-        # need real weights, data or ops the meta device lacks.
-        config.init_lora_weights = True
-    if getattr(config, "peft_type", None) == "SHIRA":
-        config.mask_fn = _leading_mask  # peft's random mask needs torch.nonzero, absent on meta
-    return config
-
-
-def _leading_mask(base_layer: Any, r: int, **kwargs: Any) -> Any:
-    """A CPU mask with as many entries as SHiRA's random mask (r x (in + out)): same count."""
-    import torch
-
-    out_features, in_features = base_layer.weight.shape
-    with torch.device("cpu"):
-        mask = torch.zeros(out_features * in_features)
-        mask[: r * (in_features + out_features)] = 1.0
-        return mask.view(out_features, in_features)
-
-
-def count_params(model_config: Any, technique: Technique, settings: AdapterSettings) -> int:
-    """Trainable parameters of `technique` at `settings` on a model with `model_config`."""
+def meta_peft_model(model_config: Any, technique: Technique, settings: AdapterSettings) -> Any:
+    """`technique` at `settings` on the meta-device model of `model_config`: the parameters
+    training would hold, with no weights, data or memory behind them."""
     import warnings
 
     import torch
@@ -57,12 +37,24 @@ def count_params(model_config: Any, technique: Technique, settings: AdapterSetti
     # frozen parameters (AdaLoRA's `ranknum`) as new, trainable ones and the count comes out high.
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        model = get_peft_model(_meta_model(model_config), _count_config(technique, settings))
+        config = technique.build_config(settings)
+        if technique.rewrites_base or isinstance(getattr(config, "init_lora_weights", None), str):
+            # Same parameter shapes; decompositions (PiSSA), data-driven (EVA) and orthogonal
+            # inits need real weights, data or ops the meta device lacks.
+            config.init_lora_weights = True
+        if technique.meta_config is not None:
+            technique.meta_config(config)
+        return get_peft_model(meta_model(model_config), config)
+
+
+def count_params(model_config: Any, technique: Technique, settings: AdapterSettings) -> int:
+    """Trainable parameters of `technique` at `settings` on a model with `model_config`."""
+    model = meta_peft_model(model_config, technique, settings)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def base_param_count(model_config: Any) -> int:
-    return sum(p.numel() for p in _meta_model(model_config).parameters())
+    return sum(p.numel() for p in meta_model(model_config).parameters())
 
 
 def targeted_shapes(model_config: Any, target_modules: str | list[str]) -> list[tuple[int, int]]:
@@ -75,7 +67,7 @@ def targeted_shapes(model_config: Any, target_modules: str | list[str]) -> list[
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    model = _meta_model(model_config)
+    model = meta_model(model_config)
     matcher = None if target_modules == "all-linear" else LoraConfig(target_modules=target_modules)
     shapes = []
     for name, module in model.named_modules():

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from whichlora.errors import WhichloraError
 
@@ -27,6 +27,12 @@ class Options(BaseModel):
 
 class NoOptions(Options):
     pass
+
+
+def option(default: Any, description: str, **bounds: Any) -> Any:
+    """An option field: its default, its help text (required: the CLI and docs print it) and
+    pydantic bounds."""
+    return Field(default, description=description, **bounds)
 
 
 def parse_options(technique: str, model: type[Options], values: dict[str, Any]) -> Options:

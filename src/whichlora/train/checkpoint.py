@@ -3,9 +3,10 @@
 A checkpoint is everything the rest of the run depends on, taken after optimizer step k: the
 trainable adapter weights, the optimizer and LR-scheduler states, the data-order position (k
 steps of batches, replayed from the seeded stream on resume), the python, numpy, torch CPU and
-CUDA RNG states, AdaLoRA's rank allocator (its importance averages and rank pattern), and the
-training rows logged so far. Restoring it before step k + 1 makes the rest of the run compute
-exactly what the uninterrupted run computes, so the final adapter and loss curve are the same.
+CUDA RNG states, what the technique's step hook keeps between steps (AdaLoRA's rank allocator),
+and the training rows logged so far. Restoring it before step k + 1 makes the rest of the run
+compute exactly what the uninterrupted run computes, so the final adapter and loss curve are the
+same.
 
 Checkpoints live beside the run folder, in `.<run>.ckpt/step-<k>/`. Each is written whole with
 `atomic_directory` under a new name before the older one is removed, so a kill at any moment
@@ -31,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from whichlora.paths import atomic_directory, remove_stale_scratch, write_json_atomic
+from whichlora.techniques.technique import StepState
 
 log = logging.getLogger("whichlora.train")
 
-FORMAT = 1
+FORMAT = 2
 STATE_FILE = "state.pt"
 PROGRESS_FILE = "progress.json"
 AUTO = "auto"
@@ -97,10 +99,12 @@ class Checkpointer:
         every: int | str | None,
         total_steps: int,
         fingerprint: Callable[[], dict[str, Any]],
+        step_state: StepState | None = None,
     ):
         self.root = checkpoint_root(out_dir)
         self.total_steps = total_steps
         self._fingerprint = fingerprint
+        self.step_state = step_state
         self.initial_digest: str | None = None  # PiSSA/OLoRA: the saved initial adapter
         self.auto = every == AUTO
         self.interval: int | None = None if self.auto else (int(every) if every else None)
@@ -159,7 +163,7 @@ class Checkpointer:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": _rng_state(),
-            "adalora": _adalora_state(model),
+            "step_state": self.step_state.save(model) if self.step_state is not None else None,
             # fp16's loss scale: a resumed run goes on with the scale it had reached
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         }
@@ -243,7 +247,7 @@ class Checkpointer:
             or state["step"] != progress["step"]
             or live.keys() != saved.keys()
             or any(saved[n].shape != p.shape or saved[n].dtype != p.dtype for n, p in live.items())
-            or (state["adalora"] is None) != (_allocator(model) is None)
+            or (state["step_state"] is None) != (self.step_state is None)
         ):
             raise ValueError("its state does not match its progress file or this adapter")
         return state
@@ -266,7 +270,8 @@ class Checkpointer:
                 param.copy_(state["params"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _restore_adalora(model, state["adalora"])
+        if self.step_state is not None:
+            self.step_state.restore(model, state["step_state"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         _restore_rng(state["rng"])
@@ -331,34 +336,3 @@ def _restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ------------------------------------------------------------------------- AdaLoRA allocation
-def _allocator(model: Any) -> Any:
-    return getattr(getattr(model, "base_model", None), "rankallocator", None)
-
-
-def _adalora_state(model: Any) -> dict[str, Any] | None:
-    """AdaLoRA's `update_and_allocate` keeps importance averages between steps (in
-    `rankallocator`) and writes the rank pattern into the adapter config."""
-    allocator = _allocator(model)
-    if allocator is None:
-        return None
-    config = model.peft_config["default"]
-    return {
-        "ipt": {k: v.detach().cpu() for k, v in allocator.ipt.items()},
-        "exp_avg_ipt": {k: v.detach().cpu() for k, v in allocator.exp_avg_ipt.items()},
-        "exp_avg_unc": {k: v.detach().cpu() for k, v in allocator.exp_avg_unc.items()},
-        "rank_pattern": config.rank_pattern,
-    }
-
-
-def _restore_adalora(model: Any, state: dict[str, Any] | None) -> None:
-    allocator = _allocator(model)
-    if state is None:
-        return
-    # the allocator names parameters as the model inside the tuner does
-    devices = {name: p.device for name, p in model.base_model.model.named_parameters()}
-    for key in ("ipt", "exp_avg_ipt", "exp_avg_unc"):
-        setattr(allocator, key, {n: t.to(devices[n]) for n, t in state[key].items()})
-    model.peft_config["default"].rank_pattern = state["rank_pattern"]

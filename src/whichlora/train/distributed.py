@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whichlora.errors import WhichloraError
+from whichlora.errors import TrainingDiverged, WhichloraError
+from whichlora.store.names import LOG_FILE
 
 
 @dataclass
@@ -131,6 +132,7 @@ def train_in_processes(
     records: list[Any],
     out_dir: Path,
     on_step: Callable[[int, float], None] | None,
+    train_adapter: Callable[..., Any],
 ) -> dict[str, Any]:
     """Run `train_adapter` as `request.processes` processes; process 0 writes the adapter and the
     log (atomically, as alone) and reports each step here, where `on_step` is called (beside
@@ -147,7 +149,7 @@ def train_in_processes(
     try:
         processes = mp.start_processes(
             _worker,
-            args=(request, records, str(out_dir), _free_port(), steps, os.getpid()),
+            args=(train_adapter, request, records, str(out_dir), _free_port(), steps, os.getpid()),
             nprocs=request.processes,
             start_method=method,
             join=False,
@@ -168,8 +170,6 @@ def train_in_processes(
         relay.join()
     if raised:
         raise raised[0]
-    from whichlora.train.loop import LOG_FILE
-
     return json.loads((out_dir / LOG_FILE).read_text(encoding="utf-8"))
 
 
@@ -209,6 +209,7 @@ def _die_with(parent: int) -> None:
 
 def _worker(
     rank: int,
+    train_adapter: Callable[..., Any],
     request: Any,
     records: list[Any],
     out_dir: str,
@@ -226,8 +227,6 @@ def _worker(
         MASTER_PORT=str(port),
     )
     from accelerate import Accelerator
-
-    from whichlora.train.loop import train_adapter
 
     accelerator = Accelerator(cpu=request.device == "cpu")
     sharded = accelerator.distributed_type.name in {"FSDP", "DEEPSPEED", "MEGATRON_LM"}
@@ -252,8 +251,6 @@ def _worker(
 
 def _as_own_error(exc: Exception) -> Exception:
     """A worker's failure as the error the one-process run would raise (its last line kept)."""
-    from whichlora.train.loop import TrainingDiverged
-
     text = str(exc)
     last = text.strip().splitlines()[-1] if text.strip() else text
     for kind in (TrainingDiverged, WhichloraError):

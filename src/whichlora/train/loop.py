@@ -22,17 +22,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from whichlora.data.records import Record
-from whichlora.errors import WhichloraError
+from whichlora.errors import TrainingDiverged, WhichloraError
 from whichlora.models.introspect import pad_id as pad_token
 from whichlora.models.loading import LoadedModel, load_model
+from whichlora.models.precision import resolve_precision
 from whichlora.paths import atomic_directory, write_json_atomic
+from whichlora.store.names import ADAPTER_DIR, LOG_FILE
 from whichlora.techniques.budget import settings_for_request
-from whichlora.techniques.dora_norm import use_factored_dora_norm
 from whichlora.techniques.registry import get_technique
 from whichlora.train.batching import collate, grouped_batches
 from whichlora.train.checkpoint import (
@@ -42,67 +42,12 @@ from whichlora.train.checkpoint import (
     request_fingerprint,
 )
 from whichlora.train.distributed import SINGLE, World, train_in_processes
+from whichlora.train.loss import batch_losses, head_on_label_positions, labelled_tokens
 from whichlora.train.memory import PeakMemory
-from whichlora.train.precision import (
-    autocast,
-    float32_attention,
-    grad_scaler,
-    resolve_precision,
-)
-from whichlora.train.prompting import IGNORE_INDEX, encode_records
+from whichlora.train.precision import autocast, float32_attention, grad_scaler
+from whichlora.train.prompting import encode_records
+from whichlora.train.request import TrainRequest
 from whichlora.train.tracking import StepTrackers
-
-ADAPTER_DIR = "adapter"
-LOG_FILE = "train_log.json"
-
-
-class TrainingDiverged(Exception):
-    """Loss became NaN or infinite: the run failed, the study goes on."""
-
-
-@dataclass
-class TrainRequest:
-    """Everything one run needs; plain values so it travels to another process or a Ray task."""
-
-    model: str = "builtin:smollm2-135m"
-    technique: str = "lora"
-    seed: int = 0
-    steps: int = 30
-    batch_size: int = 8
-    grad_accum: int = 1
-    learning_rate: float = 2e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 256
-    response_only_loss: bool = True
-    rank: int | None = 8
-    trainable_params: int | None = None
-    fraction: float | None = None
-    alpha: float | None = None
-    dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    options: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "float32"
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    device: str = "auto"
-    device_map: str | None = None
-    threads: int | None = None
-    # A study's "auto" is resolved and pinned when it opens (train/precision.py); a request built
-    # by hand trains in float32 unless it says otherwise ("auto" then resolves on the device).
-    precision: str = "fp32"
-    # Recompute activations in backward instead of storing them: less memory, same gradients
-    # (tested), about a third more compute. Never changes a result: not in a key.
-    gradient_checkpointing: bool = False
-    # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
-    processes: int = 1
-    # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
-    # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
-    # longer than 10) or None (never).
-    checkpoint_every: int | str | None = "auto"
-    report_to: tuple[str, ...] = ()  # loggers of every step (train/tracking.py); results unchanged
-    run_name: str = ""  # the run's name in those loggers, `<study>/<run_id>`
 
 
 def seed_everything(seed: int) -> None:
@@ -119,10 +64,10 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import whichlora
+    from whichlora.version import __version__
 
     return {
-        "whichlora": whichlora.__version__,
+        "whichlora": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
@@ -135,70 +80,6 @@ def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
 
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def head_on_label_positions(model: Any) -> bool:
-    """True when the model can apply its LM head to chosen positions only (a boolean
-    `logits_to_keep` mask); other models get the full logits."""
-    from whichlora.models.introspect import head_takes_position_mask
-
-    return head_takes_position_mask(model)
-
-
-def batch_losses(
-    model: Any, batch: dict[str, Any], label_positions_only: bool, forward: Any = None
-) -> tuple[Any, float]:
-    """(objective, cross-entropy) of a right-padded batch: the tensor to minimise, and the mean
-    next-token loss over the labelled tokens as a float.
-
-    The two differ only for techniques that add a penalty inside the model's forward (AdaLoRA
-    adds its orthogonality term to the returned loss). Loss curves and summaries report the
-    cross-entropy, so every technique's curve means the same thing.
-
-    With `label_positions_only`, the LM head and the loss run only at positions whose next token
-    is labelled (the response, under response-only loss): the logits at prompt and padding
-    positions are discarded by the loss anyway, and on a small model the vocabulary projection
-    is a fifth of the matmul FLOPs (SmolLM2-135M: 28M of 135M weights), plus a float copy and
-    a log-softmax as wide. Same loss and gradients as the full-logits call.
-
-    `forward` is what the batch runs through when it is not the model itself (the DDP wrapper
-    of a multi-process run); `model` is still asked whether it adds a penalty.
-    """
-    import torch
-
-    call = forward or model
-
-    if label_positions_only:
-        shifted = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
-        keep = shifted != IGNORE_INDEX
-        targets = shifted[keep]
-        out = call(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=targets,
-            shift_labels=targets,
-            logits_to_keep=keep,
-        )
-    else:
-        out = call(**batch)
-        targets = batch["labels"][:, 1:]
-    objective = out.loss
-    if not _adds_penalty(model):
-        return objective, float(objective.detach())
-    with torch.no_grad():
-        logits = out.logits if label_positions_only else out.logits[:, :-1]
-        ce = torch.nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.shape[-1]),
-            targets.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-        )
-    return objective, float(ce)
-
-
-def _adds_penalty(model: Any) -> bool:
-    """AdaLoRA's model adds `orth_reg_weight * penalty` to the loss it returns."""
-    config = getattr(model, "peft_config", {}).get("default")
-    return float(getattr(config, "orth_reg_weight", 0.0) or 0.0) > 0
 
 
 def enable_activation_checkpointing(model: Any) -> None:
@@ -242,7 +123,7 @@ def train_adapter(
     from peft import get_peft_model
 
     if request.processes > 1 and world is None:
-        return train_in_processes(request, records, out_dir, on_step)
+        return train_in_processes(request, records, out_dir, on_step, train_adapter)
     world = world or SINGLE
     memory = PeakMemory()  # this run's own peaks, not the process's so far (train/memory.py)
     if request.threads:
@@ -274,6 +155,7 @@ def train_adapter(
         request.checkpoint_every,
         request.steps,
         lambda: request_fingerprint(request, examples, library_versions()),
+        technique.step_state,
     )
     seed_everything(request.seed)  # adapter init draws from the RNG: same seed, same init
     if request.gradient_checkpointing:
@@ -303,7 +185,8 @@ def train_adapter(
             prepare_seconds = time.perf_counter() - prepare_start
             seed_everything(request.seed)  # the adapter's init draws the same as without it
         model = get_peft_model(model, config)
-        use_factored_dora_norm(model)  # DoRA: the same weight norm, no full-size temporaries
+        if technique.after_build is not None:  # DoRA: its weight norm without full-size copies
+            technique.after_build(model)
         device = next(p.device for p in model.parameters() if p.requires_grad)
         precision = resolve_precision(request.precision, device.type)
         scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise
@@ -483,11 +366,6 @@ def train_adapter(
         write_json_atomic(scratch / LOG_FILE, _jsonable(log))
     checkpoints.remove()  # the adapter is saved: nothing to resume any more
     return log
-
-
-def labelled_tokens(batch: dict[str, Any]) -> int:
-    """Next-token targets the loss counts: labelled positions after the first."""
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def _mean_loss(steps: list[dict[str, Any]]) -> float:

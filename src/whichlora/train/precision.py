@@ -6,14 +6,13 @@ optimizer's state stay float32 (PEFT keeps adapter weights float32 even on a bfl
 fp16 has a narrow exponent range, so its gradients are scaled up before backward and unscaled
 before clipping (`torch.amp.GradScaler`); bf16 has float32's range and needs no scaling.
 
-"auto" means bf16 where its matmuls are fast -- a CUDA GPU that has it, or a CPU with AMX or
-AVX512-BF16 -- and fp32 elsewhere (fp16 is never chosen for the user: it can overflow). A study
-pins what "auto" became when its folder opens (study/context.py), so a run's key names the
-precision it really trained in and never follows the machine a study resumes on.
+"auto" is resolved by `models.precision.resolve_precision`, for training as for scoring: bf16
+where its matmuls are fast, fp32 elsewhere, pinned per study folder so a run's key names the
+precision it really trained in.
 
 On CPU, bf16 runs with attention kept in float32 (`float32_attention`): the linear layers'
-matmuls are where bf16 pays (AMX: 6x float32's GEMM speed), while SDPA's CPU backward is
-slower in bf16. On the quickstart a LoRA run took 1.35x less time than in fp32 (BENCHMARKS.md).
+matmuls are where bf16 pays, while SDPA's CPU backward is slower in bf16 (BENCHMARKS.md,
+section 10, measures both).
 """
 
 from __future__ import annotations
@@ -22,50 +21,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-from whichlora.models.precision import fast_bf16
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT = "fp32"  # what every run trained in before `training.precision` existed
-
-
-def on_gpu(device: str, gpus_per_run: float | None = None) -> bool:
-    """Whether a run with this `model.device` trains on a CUDA GPU. A Ray cluster's GPUs may not
-    be visible to the driver that plans the study: `executor.gpus_per_run > 0` says they exist."""
-    if device.startswith("cuda"):
-        return True
-    if device != "auto":
-        return False
-    if gpus_per_run:  # None (not set) or 0: no GPUs asked for
-        return True
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def resolve_precision(
-    precision: str,
-    device: str,
-    gpus_per_run: float | None = None,
-    *,
-    cpu_bf16: bool | None = None,
-    model_dtype: str = "float32",
-) -> str:
-    """The precision "auto" stands for on this device; an explicit choice is returned as is.
-
-    `cpu_bf16` overrides the CPU's detected bf16 speed: False gives what "auto" meant before it
-    chose bf16 on CPUs (fp32), for study folders that were pinned that way. float16 weights on
-    CPU keep their own arithmetic: bf16 autocast over them would mix two half formats (and hide
-    the overflows fp16 training shows)."""
-    if precision != "auto":
-        return precision
-    if not on_gpu(device, gpus_per_run):
-        fast = fast_bf16("cpu") if cpu_bf16 is None else cpu_bf16
-        return "bf16" if fast and model_dtype != "float16" else "fp32"
-    import torch
-
-    if not torch.cuda.is_available():  # planned on a driver without the cluster's GPUs
-        return "bf16"
-    return "bf16" if fast_bf16("cuda") else "fp32"
 
 
 def compute_dtype(precision: str) -> Any:
@@ -118,9 +74,8 @@ def float32_attention(model: Any, precision: str, device_type: str) -> Iterator[
     """While training in bf16 on CPU, run a transformers model's SDPA attention in float32
     (yields whether it does). CPU autocast would cast SDPA's inputs to bf16; here it is off for
     the attention kernel alone, q, k and v upcast, and the output goes on to its projection
-    under autocast as before. Elsewhere -- fp32,
-    GPUs (whose bf16 attention kernels are fast), other attention implementations -- nothing
-    changes."""
+    under autocast. Elsewhere -- fp32, GPUs (whose bf16 attention kernels are fast), other
+    attention implementations -- nothing changes."""
     config = getattr(model, "config", None)
     if (
         precision != "bf16"

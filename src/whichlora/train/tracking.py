@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from whichlora.errors import WhichloraError
+from whichlora.store.names import RUNS_DIR
 
 TRACKERS = ("tensorboard", "wandb")
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb"}
@@ -52,7 +53,7 @@ def step_scalars(row: dict[str, Any]) -> dict[str, float]:
 
 def tracking_root(out_dir: Path) -> Path:
     """The study folder for a run folder `<study>/runs/<run_id>`; else the run folder's parent."""
-    return out_dir.parent.parent if out_dir.parent.name == "runs" else out_dir.parent
+    return out_dir.parent.parent if out_dir.parent.name == RUNS_DIR else out_dir.parent
 
 
 def check_trackers(names: tuple[str, ...] | list[str]) -> None:

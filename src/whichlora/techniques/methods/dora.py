@@ -1,10 +1,10 @@
-"""DoRA's weight norm without materialising the updated weight: same function, a fraction of the
-memory traffic.
+"""DoRA, with its weight norm computed without materialising the updated weight: same function,
+a fraction of the memory traffic.
 
 DoRA (PEFT's `DoraLinearLayer`) scales each output row of W + s·BA by magnitude / ||W_i + s·(BA)_i||
 and, at every forward, builds BA (through an identity matrix), adds it to a copy of W and takes
-the row norms: several passes over a full-size matrix per layer and step, which made a quickstart
-DoRA step 1.6x a LoRA step on CPU. The same norm expands into small pieces:
+the row norms: several passes over a full-size matrix per layer and step (BENCHMARKS.md, section
+10, times both norms). The same norm expands into small pieces:
 
     ||W_i + s·(BA)_i||² = ||W_i||² + 2s·(W Aᵀ)_i · B_i + s²·B_i (A Aᵀ) B_iᵀ
 
@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
+
+from whichlora.techniques.methods.lora import lora_config
+from whichlora.techniques.technique import Technique
 
 
 def _covered(layer: Any, base_layer: Any) -> bool:
@@ -111,3 +114,13 @@ def use_factored_dora_norm(model: Any) -> int:
                 dora.__class__ = _dora_class()
                 count += 1
     return count
+
+
+DORA = Technique(
+    "dora",
+    "Weight-decomposed LoRA: a trained magnitude vector times a LoRA-updated direction.",
+    "Liu et al. 2024, DoRA: Weight-Decomposed Low-Rank Adaptation, arXiv:2402.09353",
+    lambda s, o: lora_config(s, use_dora=True),
+    after_build=use_factored_dora_norm,
+    cost_next_to_baseline=True,
+)

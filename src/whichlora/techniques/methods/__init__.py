@@ -1,0 +1,1 @@
+"""One module per technique or family of techniques: options, config builder, knob and hooks."""

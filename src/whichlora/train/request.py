@@ -1,0 +1,52 @@
+"""What one training run is asked to do: plain values, so a request travels to another process
+or a Ray task, and its fields (less those that never change a result) key the run's unit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainRequest:
+    """Everything one run needs; plain values so it travels to another process or a Ray task."""
+
+    model: str = "builtin:smollm2-135m"
+    technique: str = "lora"
+    seed: int = 0
+    steps: int = 30
+    batch_size: int = 8
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    response_only_loss: bool = True
+    rank: int | None = 8
+    trainable_params: int | None = None
+    fraction: float | None = None
+    alpha: float | None = None
+    dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    options: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    device: str = "auto"
+    device_map: str | None = None
+    threads: int | None = None
+    # A study's "auto" is resolved and pinned when it opens (models/precision.py); a request built
+    # by hand trains in float32 unless it says otherwise ("auto" then resolves on the device).
+    precision: str = "fp32"
+    # Recompute activations in backward instead of storing them: less memory, same gradients
+    # (tested), about a third more compute. Never changes a result: not in a key.
+    gradient_checkpointing: bool = False
+    # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
+    processes: int = 1
+    # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
+    # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
+    # longer than 10) or None (never).
+    checkpoint_every: int | str | None = "auto"
+    report_to: tuple[str, ...] = ()  # loggers of every step (train/tracking.py); results unchanged
+    run_name: str = ""  # the run's name in those loggers, `<study>/<run_id>`
