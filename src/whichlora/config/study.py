@@ -318,9 +318,9 @@ class AnalysisSpec(Strict):
     )
     sentences_per_language: Annotated[int, Field(ge=4)] = 60
     pooling: list[Literal["mean", "last"]] = Field(default_factory=lambda: ["mean", "last"])
-    baseline: str = Field(
-        "lora", description="the technique label every other technique is compared with"
-    )
+    baseline: Annotated[
+        str, Field(description="the technique label every other technique is compared with")
+    ] = "lora"
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
     margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
