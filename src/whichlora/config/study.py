@@ -195,6 +195,20 @@ class TrainingSpec(Strict):
         description="recompute activations in backward: much less memory for long sequences, "
         "about a third more compute, same results (not in any key)",
     )
+    packing: bool = Field(
+        False,
+        description="pack whole examples side by side into rows as wide as the longest one "
+        "(batch_size rows a step; positions restart and attention stays inside each example): "
+        "almost no padding and more examples per step. Changes which examples share a step, "
+        "so runs are keyed by it",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile each decoder block (compiled code cached under "
+        "WHICHLORA_CACHE); 'auto': only when a run's first steps show the rest is long enough "
+        "to pay the compile time back (never for the quickstart). Same results within bf16 "
+        "rounding (not in any key)",
+    )
     processes: Annotated[int, Field(ge=1)] = Field(
         1,
         description="train each run as N data-parallel processes on this machine (accelerate "

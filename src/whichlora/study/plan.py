@@ -79,6 +79,8 @@ def train_request(
             model_dtype=study.model.dtype,
         ),
         gradient_checkpointing=training.gradient_checkpointing,
+        packing=training.packing,
+        compile=training.compile,
         processes=training.processes,
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
         report_to=tuple(training.report_to),

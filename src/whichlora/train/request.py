@@ -42,6 +42,14 @@ class TrainRequest:
     # Recompute activations in backward instead of storing them: less memory, same gradients
     # (tested), about a third more compute. Never changes a result: not in a key.
     gradient_checkpointing: bool = False
+    # Pack whole examples side by side into rows as wide as the longest example, `batch_size`
+    # rows per micro-batch (train/batching.py): little padding, more examples per step. Changes
+    # which examples share a step, so it is in the train key (unless off, as every earlier run).
+    packing: bool = False
+    # Regional torch.compile of the decoder blocks (train/compiling.py): True, False or "auto"
+    # (only when the run's measured steps say it pays). Same results within bf16 rounding: not
+    # in a key.
+    compile: bool | str = "auto"
     # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
     processes: int = 1
     # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
