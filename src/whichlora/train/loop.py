@@ -57,7 +57,12 @@ from whichlora.train.loss import (
     real_tokens,
 )
 from whichlora.train.memory import PeakMemory
-from whichlora.train.precision import autocast, float32_attention, grad_scaler
+from whichlora.train.precision import (
+    autocast,
+    float32_attention,
+    grad_scaler,
+    half_frozen_linears,
+)
 from whichlora.train.prompting import encode_records
 from whichlora.train.request import TrainRequest
 from whichlora.train.tracking import StepTrackers
@@ -258,6 +263,8 @@ def train_adapter(
                 return collate_packed(share, pad_id, width)
             return collate(share, pad_id)
 
+        # bf16/fp16: the frozen linear weights cast once, not at every forward (same results)
+        training_only.enter_context(half_frozen_linears(model, precision))
         label_positions_only = head_on_label_positions(model)
         forward = world.wrap(model)  # DDP across processes (accelerate); the model alone
         compiling = CompilePolicy(
