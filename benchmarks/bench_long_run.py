@@ -22,8 +22,8 @@ sequential sampler over the examples in our order), dropout 0: their per-step lo
 within `LOSS_TOLERANCE` (bf16 autocast on both sides, attention in float32 on ours).
 
 Lever ablations (`--variants`): `ours-eager` (compile off), `ours-unpacked` (packing off),
-`ours-plain` (everything the loop had before this benchmark: unpacked, eager, for-loop AdamW,
-per-micro-batch host syncs).
+`ours-autocast` (autocast casts the frozen weights at every forward), `ours-plain` (the loop as
+before these levers: unpacked, eager, weights cast at every forward, for-loop AdamW).
 
     python benchmarks/bench_long_run.py                                # the full benchmark
     python benchmarks/bench_long_run.py --techniques lora --warm 1 --timed 2 --check-steps 2
@@ -59,7 +59,7 @@ TECHNIQUES = ("lora", "dora", "vera", "adalora", "pissa")
 RANK, DROPOUT, LR, WARMUP_RATIO, MAX_GRAD_NORM = 8, 0.05, 2e-4, 0.1, 1.0
 GOAL_RATIO, GOAL_FLOOR = 1.6, 0.60
 LOSS_TOLERANCE = 0.05  # |ours - Trainer| per step on identical batches, bf16 autocast both
-VARIANTS = ("ours", "trainer", "ours-eager", "ours-unpacked", "ours-plain")
+VARIANTS = ("ours", "trainer", "ours-eager", "ours-unpacked", "ours-autocast", "ours-plain")
 
 
 class StepClock:
@@ -112,8 +112,10 @@ def ours_request(args: argparse.Namespace, variant: str, check: bool) -> Any:
     )
 
 
-def _plain_loop() -> None:
-    """The loop as it was before the host-sync and optimizer levers (for `ours-plain`)."""
+def _without_levers(variant: str) -> None:
+    """Switch off the levers that have no request field, for the ablations."""
+    import contextlib
+
     import torch
 
     from whichlora.train import loop
@@ -122,15 +124,17 @@ def _plain_loop() -> None:
         params = [p for p in model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=False)
 
-    loop._default_optimizer = plain_adamw  # type: ignore[attr-defined]
+    if variant in ("ours-autocast", "ours-plain"):  # autocast casts every weight every forward
+        loop.half_frozen_linears = lambda model, precision: contextlib.nullcontext(0)  # type: ignore[assignment]
+    if variant == "ours-plain":
+        loop._default_optimizer = plain_adamw  # type: ignore[attr-defined]
 
 
 def run_ours(args: argparse.Namespace, variant: str, check: bool) -> dict[str, Any]:
     from whichlora.models.loading import load_model
     from whichlora.train.loop import train_adapter
 
-    if variant == "ours-plain":
-        _plain_loop()
+    _without_levers(variant)
     loaded = load_model(MODEL)
     request = ours_request(args, variant, check)
     records = bench_records(list(LANGUAGES))
@@ -380,7 +384,7 @@ def summarize(technique: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str
         out["ratio_met"] = ratio >= GOAL_RATIO
     if ours:
         out["floor_met"] = out["ours"]["bf16_floor_fraction"] >= GOAL_FLOOR
-    for lever in ("ours-eager", "ours-unpacked", "ours-plain"):
+    for lever in ("ours-eager", "ours-unpacked", "ours-autocast", "ours-plain"):
         if ours and runs.get(lever):
             out[f"speedup_over_{lever}"] = out["ours"]["tokens_per_s"] / out[lever]["tokens_per_s"]
     return out
@@ -442,11 +446,23 @@ def parent(args: argparse.Namespace) -> int:
             )
     flags = [f"--techniques {args.techniques}", f"--reps {args.reps}"]
     defaults = build_parser().parse_args([])
-    for name in ("warm", "timed", "check_steps", "variants", "packing", "compile", "precision"):
+    for name in (
+        "warm",
+        "timed",
+        "check_steps",
+        "variants",
+        "batch",
+        "max_length",
+        "threads",
+        "precision",
+        "packing",
+        "compile",
+        "seed",
+    ):
         value = getattr(args, name)
         if value != getattr(defaults, name):
-            value = {True: "true", False: "false"}.get(value, value)
-            flags.append(f"--{name.replace('_', '-')} {value}")
+            text = ("true" if value else "false") if isinstance(value, bool) else value
+            flags.append(f"--{name.replace('_', '-')} {text}")
     write_json(
         args.out,
         {
