@@ -33,6 +33,7 @@ AUTO_MEASURED_STEPS = 3  # eager steps timed before `auto` decides
 COMPILE_SECONDS = {"cpu": 240.0, "cuda": 90.0}
 STEP_SAVING = 0.25
 MARGIN = 2.0
+RECOMPILE_LIMIT = 32
 
 
 def repeated_blocks(model: Any) -> list[Any]:
@@ -91,22 +92,31 @@ class CompilePolicy:
 
 
 @contextmanager
-def compiled_layers(model: Any, static_shapes: bool) -> Iterator[int]:
+def compiled_layers(model: Any) -> Iterator[int]:
     """Compile every repeated block in place while the context lasts (yields how many); undone
-    after, so the model handed back is the eager one. Packed rows have one shape for the whole
-    run (`static_shapes`); otherwise the batch's length varies and is compiled as dynamic once.
-    Compiled code is cached under WHICHLORA_CACHE (unless TORCHINDUCTOR_CACHE_DIR says where)."""
+    after, so the model handed back is the eager one. Shapes start static and turn dynamic where
+    they change (a batch's length without packing; packed rows keep one shape all run).
+
+    The process's compiled frames are cleared on entry and exit: each run compiles for its own
+    technique's layers (from the on-disk cache under WHICHLORA_CACHE when it holds them, unless
+    TORCHINDUCTOR_CACHE_DIR says where), and a study's earlier runs never use up the recompile
+    limit (past it torch would quietly run the block eager)."""
+    import torch._dynamo
     import torch._inductor.config as inductor
 
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
     blocks = repeated_blocks(model)
-    kept = inductor.fallback_random
+    kept = inductor.fallback_random, torch._dynamo.config.recompile_limit
     inductor.fallback_random = True  # dropout masks from eager's generator: same seed, same masks
+    # the first block's input needs no gradient, the others' do; shapes may turn dynamic once
+    torch._dynamo.config.recompile_limit = max(kept[1], RECOMPILE_LIMIT)
+    torch._dynamo.reset()
     try:
         for block in blocks:
-            block.compile(dynamic=not static_shapes)
+            block.compile()
         yield len(blocks)
     finally:
         for block in blocks:
             block._compiled_call_impl = None
-        inductor.fallback_random = kept
+        inductor.fallback_random, torch._dynamo.config.recompile_limit = kept
+        torch._dynamo.reset()
