@@ -40,7 +40,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 LEVER_LABELS = {
     "ours-eager": "compile (vs eager)",
-    "ours-unpacked": "packing (vs length-grouped batches)",
+    "ours-packed": "length-grouped batches (vs packed rows)",
     "ours-autocast": "frozen weights cast once (vs autocast at every forward)",
     "ours-plain": "all levers (vs the loop before them)",
 }
