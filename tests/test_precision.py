@@ -252,10 +252,15 @@ def test_frozen_linears_cast_once_give_autocasts_results_to_the_bit(
     with half_frozen_linears(model, "bf16") as patched:
         assert patched > 0
         cast_once = loss_and_grads()
+        # several processes: DDP must not broadcast the copies at every forward
+        copies = {n for n, _ in model.named_buffers() if n.endswith(HALF_WEIGHT)}
+        assert len(copies) == patched
+        assert set(model._ddp_params_and_buffers_to_ignore) == copies
     assert torch.equal(cast_once[0], plain[0])
     assert all(torch.equal(a, b) for a, b in zip(cast_once[1], plain[1], strict=True))
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
     assert all("forward" not in m.__dict__ and HALF_WEIGHT not in m._buffers for m in linears)
+    assert not hasattr(model, "_ddp_params_and_buffers_to_ignore")
     with half_frozen_linears(model, "fp32") as patched:
         assert patched == 0
 

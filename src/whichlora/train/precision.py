@@ -94,6 +94,7 @@ def float32_attention(model: Any, precision: str, device_type: str) -> Iterator[
 
 
 HALF_WEIGHT = "_whichlora_half_weight"
+DDP_IGNORE = "_ddp_params_and_buffers_to_ignore"  # what torch's DDP leaves out of its syncs
 
 
 def _half_linear(self: Any, x: Any) -> Any:
@@ -115,20 +116,29 @@ def half_frozen_linears(model: Any, precision: str) -> Iterator[int]:
     import torch
 
     dtype = compute_dtype(precision)
-    patched = [
-        m
-        for m in model.modules()
+    patched = {
+        name: m
+        for name, m in model.named_modules()
         if type(m) is torch.nn.Linear
         and not m.weight.requires_grad
         and m.weight.is_floating_point()
         and m.weight.dtype != dtype
-    ]
-    for module in patched:
+    }
+    for module in patched.values():
+        # a buffer, so a compiled block takes it as an input like the weight it stands for
         module.register_buffer(HALF_WEIGHT, module.weight.detach().to(dtype), persistent=False)
         module.forward = types.MethodType(_half_linear, module)
+    # DDP (several processes) would broadcast every buffer at every forward: not these copies
+    ignored = getattr(model, DDP_IGNORE, None)
+    copies = [f"{name}.{HALF_WEIGHT}" if name else HALF_WEIGHT for name in patched]
+    setattr(model, DDP_IGNORE, [*(ignored or ()), *copies])
     try:
         yield len(patched)
     finally:
-        for module in patched:
+        for module in patched.values():
             del module.forward
             del module._buffers[HALF_WEIGHT]
+        if ignored is None:
+            delattr(model, DDP_IGNORE)
+        else:
+            setattr(model, DDP_IGNORE, ignored)
