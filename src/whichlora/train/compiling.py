@@ -92,10 +92,11 @@ class CompilePolicy:
 
 
 @contextmanager
-def compiled_layers(model: Any) -> Iterator[int]:
+def compiled_layers(model: Any, static_shapes: bool = False) -> Iterator[int]:
     """Compile every repeated block in place while the context lasts (yields how many); undone
-    after, so the model handed back is the eager one. Shapes start static and turn dynamic where
-    they change (a batch's length without packing; packed rows keep one shape all run).
+    after, so the model handed back is the eager one. A batch's rows and length vary from step
+    to step, so the block is compiled for any shape at once; packed rows keep one shape all run
+    (`static_shapes`: compiled for it, dynamic only where shapes differ between the layers).
 
     The process's compiled frames are cleared on entry and exit: each run compiles for its own
     technique's layers (from the on-disk cache under WHICHLORA_CACHE when it holds them, unless
@@ -113,7 +114,7 @@ def compiled_layers(model: Any) -> Iterator[int]:
     torch._dynamo.reset()
     try:
         for block in blocks:
-            block.compile()
+            block.compile(dynamic=None if static_shapes else True)
         yield len(blocks)
     finally:
         for block in blocks:

@@ -286,7 +286,7 @@ def train_adapter(
         for step in range(first, request.steps):
             if compiling.due(step, step - first, time.perf_counter() - started):
                 # the decoder blocks compiled from here on (train/compiling.py); undone after
-                training_only.enter_context(compiled_layers(model))
+                training_only.enter_context(compiled_layers(model, request.packing))
             step_start = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
             # The step's loss is the sum of token losses over its whole global batch (every
