@@ -17,9 +17,11 @@ peak RSS, and the fraction of the FLOP floor: the run's matmul FLOPs (models/flo
 4 per base weight per token, the head at labelled positions, 6 per adapter weight per token)
 at the bf16 GEMM speed measured at the start of the same repetition.
 
-Loss check (`--check-steps`): ours unpacked and the Trainer fed exactly ours batches (a
-sequential sampler over the examples in our order), dropout 0: their per-step losses must agree
-within `LOSS_TOLERANCE` (bf16 autocast on both sides, attention in float32 on ours).
+Loss check (`--check-steps`): ours unpacked and the Trainer fed exactly our batches (a
+sequential sampler over the examples in our order), dropout 0, in float32 (`--check-precision`):
+their per-step losses must agree within `LOSS_TOLERANCE[precision]`. In float32 what is left is
+summation order; in bf16 our attention runs in float32 and the Trainer's in bf16, and the two
+trajectories drift apart by a few hundredths within 8 steps.
 
 Lever ablations (`--variants`): `ours-eager` (compile off), `ours-packed` (packing on),
 `ours-autocast` (autocast casts the frozen weights at every forward), `ours-plain` (the loop as
@@ -58,7 +60,7 @@ LANGUAGES = ("de", "es", "zh", "sw")
 TECHNIQUES = ("lora", "dora", "vera", "adalora", "pissa")
 RANK, DROPOUT, LR, WARMUP_RATIO, MAX_GRAD_NORM = 8, 0.05, 2e-4, 0.1, 1.0
 GOAL_RATIO, GOAL_FLOOR = 1.6, 0.60
-LOSS_TOLERANCE = 0.05  # |ours - Trainer| per step on identical batches, bf16 autocast both
+LOSS_TOLERANCE = {"fp32": 1e-3, "bf16": 0.1}  # |ours - Trainer| per step, identical batches
 VARIANTS = ("ours", "trainer", "ours-eager", "ours-packed", "ours-autocast", "ours-plain")
 
 
@@ -105,7 +107,7 @@ def ours_request(args: argparse.Namespace, variant: str, check: bool) -> Any:
         rank=RANK,
         dropout=0.0 if check else DROPOUT,
         threads=args.threads,
-        precision=args.precision,
+        precision=args.check_precision if check else args.precision,
         checkpoint_every=None,
         packing=packing,
         compile={"true": True, "false": False}.get(compiled, compiled),
@@ -232,7 +234,7 @@ def run_trainer(args: argparse.Namespace, check: bool) -> dict[str, Any]:
             warmup_steps=round(WARMUP_RATIO * args.steps),
             weight_decay=0.0,
             max_grad_norm=MAX_GRAD_NORM,
-            bf16=args.precision == "bf16",
+            bf16=(args.check_precision if check else args.precision) == "bf16",
             use_cpu=True,
             train_sampling_strategy="sequential" if check else "group_by_length",
             logging_steps=1,
@@ -323,6 +325,8 @@ def child_args(args: argparse.Namespace, variant: str, technique: str, check: bo
         str(args.threads),
         "--precision",
         args.precision,
+        "--check-precision",
+        args.check_precision,
         "--packing",
         "true" if args.packing else "false",
         "--compile",
@@ -347,16 +351,17 @@ def floor_fraction(run: dict[str, Any], gflops: float) -> float:
     return flops / (gflops * 1e9) / run["timed_seconds"] if run["timed_seconds"] else 0.0
 
 
-def loss_check(ours: dict[str, Any], peer: dict[str, Any]) -> dict[str, Any]:
+def loss_check(ours: dict[str, Any], peer: dict[str, Any], precision: str) -> dict[str, Any]:
     pairs = list(zip(ours["losses"], peer["losses"], strict=False))
     worst = max((abs(a - b) for a, b in pairs), default=float("nan"))
     return {
         "steps": len(pairs),
+        "precision": precision,
         "ours": ours["losses"],
         "trainer": peer["losses"],
         "max_abs_difference": worst,
-        "tolerance": LOSS_TOLERANCE,
-        "within": bool(pairs) and worst <= LOSS_TOLERANCE,
+        "tolerance": LOSS_TOLERANCE[precision],
+        "within": bool(pairs) and worst <= LOSS_TOLERANCE[precision],
     }
 
 
@@ -406,11 +411,11 @@ def parent(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for technique in techniques if args.check_steps else ():
         pair = [run_child(child_args(args, v, technique, True)) for v in ("ours", "trainer")]
-        checks[technique] = loss_check(*pair)
+        checks[technique] = loss_check(*pair, args.check_precision)
         c = checks[technique]
         print(
             f"[check] {technique:8s} max |loss diff| {c['max_abs_difference']:.4f} over "
-            f"{c['steps']} steps (within {LOSS_TOLERANCE}: {c['within']})",
+            f"{c['steps']} steps (within {c['tolerance']}: {c['within']})",
             flush=True,
         )
     for rep in range(args.reps):
@@ -450,6 +455,7 @@ def parent(args: argparse.Namespace) -> int:
         "warm",
         "timed",
         "check_steps",
+        "check_precision",
         "variants",
         "batch",
         "max_length",
@@ -514,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
+    parser.add_argument("--check-precision", default="fp32", choices=("bf16", "fp32"))
     parser.add_argument("--packing", type=_flag, default=False)
     parser.add_argument("--compile", default="true", choices=("true", "false", "auto"))
     parser.add_argument("--seed", type=int, default=0)
