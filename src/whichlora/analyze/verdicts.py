@@ -293,7 +293,8 @@ def _fit(wide: pd.DataFrame, tech: str, base: str, resolution: float = 0.0) -> _
         fit.design = pw.Design(max(var_d - resid, 0.0), resid, fit.item, S, n_mean, fit.df_item)
         if not few_items:
             fit.se = math.sqrt(var_d / S + item)
-            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1), (item, fit.df_item)])
+            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1),
+                                     (_upper(item, fit.df_item), fit.df_item)])
     else:
         fit.mode = "none"
         fit.note = ("one seed shared with the baseline: a technique's own seed sensitivity cannot "
@@ -320,6 +321,8 @@ def _planning_design(fit: _Fit, means: pd.DataFrame) -> pw.Design | None:
 
 def _upper(variance: float, df: float, level: float = UPPER_LEVEL) -> float:
     """One-sided upper confidence bound of a variance estimated with `df` df."""
+    if df >= pw.MAX_DF:
+        return variance
     return variance * df / float(stats.chi2.ppf(1 - level, df))
 
 
@@ -328,7 +331,7 @@ def _df_item(item: float, v_item: float, df_item: float, r: float, df_r: float) 
     if item <= 0 or df_item <= 0:
         return pw.MAX_DF
     denom = v_item**2 / df_item + (r**2 / df_r if df_r > 0 else 0.0)
-    return min(item**2 / denom, pw.MAX_DF) if denom > 0 else pw.MAX_DF
+    return min(max(item**2 / denom, 1.0), pw.MAX_DF) if denom > 0 else pw.MAX_DF
 
 
 def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, float]:
