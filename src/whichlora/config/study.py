@@ -200,6 +200,14 @@ class TrainingSpec(Strict):
         description="train each run as N data-parallel processes on this machine (accelerate "
         "DDP: one per GPU, or gloo on CPU); global batch = batch_size x grad_accum x processes",
     )
+    stall_timeout: Annotated[float, Field(gt=0)] | None = Field(
+        1800,
+        description="with processes > 1: seconds the run's processes may go without progress "
+        "(a process started, a step finished) before the run is failed as stalled (a deadlock, "
+        "or a process waiting on one that died); the next `whichlora run` retries it. Raise it "
+        "if loading the model or one step takes longer; null: wait forever. Never changes "
+        "results",
+    )
     checkpoint_every: int | Literal["auto"] | None = Field(
         "auto",
         description="save a resumable checkpoint every N optimizer steps; 'auto': every ~5 "

@@ -288,7 +288,13 @@ class Checkpointer:
 
 # Request fields that never change a result (when to checkpoint, where to log).
 # Gradient checkpointing too: a run that ran out of memory may resume with it switched on.
-RESULT_NEUTRAL = ("checkpoint_every", "report_to", "run_name", "gradient_checkpointing")
+RESULT_NEUTRAL = (
+    "checkpoint_every",
+    "report_to",
+    "run_name",
+    "gradient_checkpointing",
+    "stall_timeout",
+)
 
 
 def request_fingerprint(request: Any, examples: list[Any], versions: dict[str, str]) -> dict:
