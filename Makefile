@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 install: $(STAMP)
 
 demo: install
-	$(BIN)/whichlora run examples/quickstart.yaml
+	$(BIN)/whichlora run quickstart
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
