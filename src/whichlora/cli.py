@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--details", metavar="NAME", help="one technique: its knob and typed options")
 
-    p = sub.add_parser("data", help="inspect data sources")
+    p = sub.add_parser("data", help="inspect data sources; fetch the UDHR")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     show = data_sub.add_parser("show", help="items and token lengths per language")
     show.add_argument("source", help="builtin:instructions, builtin:heldout, a file, or hub:ID")
