@@ -35,6 +35,7 @@ import pandas as pd
 from scipy import stats
 
 from whichlora.analyze import power as pw
+from whichlora.analyze.significance import holm
 from whichlora.errors import WhichloraError
 from whichlora.evaluate import metrics
 
@@ -45,7 +46,6 @@ __all__ = [
     "VerdictOptions",
     "assign_families",
     "evidence_sentence",
-    "holm",
     "judge",
     "language_intervals",
     "parse_roles",
@@ -313,18 +313,6 @@ def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, floa
     p_diff = float(2 * stats.t.sf(abs(est) / se, df))
     p_eq = float(max(stats.t.sf((est + margin) / se, df), stats.t.cdf((est - margin) / se, df)))
     return p_diff, p_eq
-
-
-def holm(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaNs (tests not run) stay NaN and are not counted."""
-    p = np.asarray(list(pvalues), dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    order = idx[np.argsort(p[idx], kind="stable")]
-    m = len(order)
-    adj = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
-    out[order] = adj
-    return out
 
 
 def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:
