@@ -29,6 +29,7 @@ from whichlora.report.document import (
     cell_classes,
     fmt_num,
 )
+from whichlora.report.familiar import comparisons, familiar_text, friedman_rows
 from whichlora.report.figures import TRADEOFF_AXES, tradeoff_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.tables import (
@@ -38,7 +39,6 @@ from whichlora.report.tables import (
     delta_display,
     fidelity_table,
 )
-from whichlora.report.verdict import comparisons, friedman_rows, verdict_text
 
 CI_NOTE = (
     "Change against the base model, mean over seeds, with a 95% bootstrap interval over examples "
@@ -206,7 +206,7 @@ def _familiar_view(inputs: ReportInputs) -> list[Block]:
             "The familiar view, not the verdict: a Wilcoxon signed-rank test over paired "
             "(seed × language) cell means, Holm-corrected, beside an interval that resamples "
             "items only (it ignores seed noise, so it can exclude zero where the verdict does "
-            "not). " + verdict_text(inputs, table, _seeds(inputs)),
+            "not). " + familiar_text(inputs, table, _seeds(inputs)),
             display,
             table,
             cell_classes(display, {"result": results}),

@@ -1,6 +1,8 @@
-"""The headline: which techniques differ significantly from the baseline, and which do not.
+"""The familiar view beside the verdicts: which techniques a Wilcoxon signed-rank test (Holm)
+finds different from the baseline, and which not, with the Friedman/Nemenyi ranking.
 
-Read from the significance table the analysis stage wrote; a null result is said plainly, with
+Read from the significance table the analysis stage wrote (analyze/significance.py), not from
+the verdicts (analyze/verdicts.py, report/decision.py); a null result is said plainly, with
 how much data the test had, because "no difference" from two seeds is not evidence of sameness.
 """
 
@@ -148,7 +150,7 @@ def summary_notes(inputs: ReportInputs) -> dict[str, str]:
     return notes
 
 
-def verdict_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
+def familiar_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
     """One paragraph: per family who differs from the baseline, and how big the test was."""
     notes = summary_notes(inputs)
     if table.empty:
