@@ -348,7 +348,7 @@ def _check_analysis(study: Study, runs: list[RunSpec], where: Path) -> None:
     """The analysis can answer what it is asked: its baseline is one of the study's techniques
     and its primary metric is one the study computes (and can judge: it has a margin). Both
     problems are named in one message."""
-    from whichlora.analyze.verdicts import default_margin
+    from whichlora.evaluate.metrics import default_margin
     from whichlora.store import RESOLVED
 
     spec = study.analysis
