@@ -28,8 +28,12 @@ requires="$("$python" -c 'import sys, tomllib; print(*tomllib.load(open(sys.argv
 "$dir/build-env/bin/python" -m pip install --quiet $requires
 hook='import sys, setuptools.build_meta as b; print(getattr(b, sys.argv[1])(sys.argv[2]))'
 build() {  # HOOK SOURCE: the built file's name
-  (cd "$2" && PYTHONWARNINGS=error "$dir/build-env/bin/python" -W error -c "$hook" "$1" "$dir/dist" \
-    2>>"$dir/build.log" | tail -n 1)
+  if ! (cd "$2" && PYTHONWARNINGS=error "$dir/build-env/bin/python" -W error -c "$hook" "$1" \
+    "$dir/dist" 2>>"$dir/build.log" | tail -n 1); then
+    echo "fresh install: $1 failed or warned:" >&2
+    cat "$dir/build.log" >&2
+    exit 1
+  fi
 }
 sdist="$(build build_sdist "$dir/project")"
 tar -xzf "$dir/dist/$sdist" -C "$dir"
