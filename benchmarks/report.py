@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, command_line, median
+from _common import BENCH_DIR, RESULTS, command_line, median
+
+TIMINGS = BENCH_DIR / "timings.md"  # hand-written, dated: the last section
 
 Row = tuple[str, str, str, str, str, str, str]  # what, ours, peer, ratio, goal, met, command
 
@@ -992,6 +994,8 @@ def write_report(out: Path) -> None:
     lines += ["", NOTES, ""]
     for _, section_lines in sections:
         lines += section_lines
+    # the dated timings of the set-up commands, written by hand (each names date, machine, command)
+    lines += [TIMINGS.read_text(encoding="utf-8").rstrip()]
     out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
 
 

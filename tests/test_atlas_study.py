@@ -18,7 +18,7 @@ from whichlora.study.api import run_study
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not udhr_available(), reason="run scripts/fetch_udhr.sh first"),
+    pytest.mark.skipif(not udhr_available(), reason="run `whichlora data fetch udhr` first"),
 ]
 LANGUAGES = ["de", "sw", "zu", "is", "hi", "am", "qu"]  # de, sw trained; en is the source
 STAGES = ("train", "evaluate", "analyze", "report")

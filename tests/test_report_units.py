@@ -14,9 +14,9 @@ from synthetic import SyntheticSpec, make_synthetic_study
 from whichlora.report.cdplot import cliques
 from whichlora.report.deltas import CONFIDENCE, bootstrap_cell, resample_weights
 from whichlora.report.document import fmt_bytes, fmt_ci, fmt_num
+from whichlora.report.familiar import comparisons, familiar_text
 from whichlora.report.inputs import load_inputs
 from whichlora.report.style import BASE_COLOR, OKABE_ITO, Palette
-from whichlora.report.verdict import comparisons, verdict_text
 from whichlora.study.context import StudyContext
 
 # --------------------------------------------------------------------------- bootstrap
@@ -133,7 +133,7 @@ def _row(family: str, metric: str, technique: str, **payload: object) -> dict[st
 def _verdict(ctx: StudyContext, rows: list[dict[str, object]]) -> str:
     ctx.store.replace_table("significance", rows, "significance")
     inputs = load_inputs(ctx.store, ctx.study, ctx.study_dir, ctx.runs)
-    return verdict_text(inputs, comparisons(inputs), seeds=2)
+    return familiar_text(inputs, comparisons(inputs), seeds=2)
 
 
 def test_verdict_names_significant_techniques_and_direction(study: StudyContext) -> None:

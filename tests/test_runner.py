@@ -242,6 +242,39 @@ def test_ray_retries_a_killed_worker_and_the_run_resumes(
     assert reps == {"base.npz", "lora-s0.npz", "dora-s0.npz"}
 
 
+def test_ray_trains_a_two_process_run_in_a_worker_whose_threads_ran(
+    tmp_path: Path, tiny_model_dir: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray worker that has run a parallel region on two threads (as after scoring a model)
+    trains a run of two processes, each on two threads: processes forked from that worker hung
+    in their first parallel region. Every idle worker is warmed; the run's log names the
+    worker that trained it."""
+
+    def warm() -> int:
+        import torch
+
+        torch.set_num_threads(2)
+        torch.randn(256, 256) @ torch.randn(256, 256)
+        time.sleep(1.0)  # the two run at once: two workers
+        return os.getpid()
+
+    task = local_ray.remote(num_cpus=1)(warm)
+    warmed = set(local_ray.get([task.remote() for _ in range(2)]))
+    study = tiny_study(
+        tiny_model_dir, techniques=["lora"], executor={"kind": "ray", "cpus_per_run": 2}
+    )
+    study["training"].update(processes=2, batch_size=2, threads=2, stall_timeout=120)
+    out = tmp_path / "out"
+    _only_in_workers(monkeypatch)
+    run_study(write_study(tmp_path, study), out, stages=("train",), progress=False)
+    with Store(out / "results.sqlite") as store:
+        assert store.unit_status("lora-s0", "train") == "done", store.unit_error("lora-s0", "train")
+    log = (out / "runs" / "lora-s0.log").read_text(encoding="utf-8")
+    worker = re.search(r"in process (\d+)", log)
+    assert worker and int(worker.group(1)) in warmed, (warmed, log)
+    assert "2 processes ready" in log and "(2 threads each)" in log
+
+
 @pytest.mark.parametrize("technique", ["dora", "vera", "adalora", "pissa"])
 def test_merged_adapter_scores_like_the_unmerged_one(
     technique: str, tmp_path: Path, tiny_model_dir: Path, train_tiny: Any

@@ -1,8 +1,10 @@
-"""The metrics preflight says a study computes are the metrics scoring writes.
+"""The metrics preflight says a study computes are the metrics scoring writes, and each has an
+entry in the metric table (evaluate/metrics.yaml).
 
 `study_metrics` is what `analysis.primary_metric` is checked against (bad settings are refused
 through the CLI in tests/test_reliability_inputs.py); here the list is held to the real scorers
-on the tiny model, so a metric renamed or added in the suite cannot leave preflight behind.
+on the tiny model, so a metric renamed or added in the suite cannot leave preflight or the metric
+table behind.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from whichlora.config.study import parse_study
-from whichlora.evaluate.suite import HIGHER_IS_BETTER
+from whichlora.evaluate.metrics import metric
 from whichlora.study.context import study_metrics
 
 
@@ -58,7 +60,7 @@ def test_suite_metrics_are_what_evaluate_model_writes(
     names, prefixes = study_metrics(study)
     assert sorted({row["metric"] for row in result.examples}) == sorted(names)
     assert prefixes == []
-    assert set(names) <= set(HIGHER_IS_BETTER)
+    assert [name for name in names if metric(name) is None] == []
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -81,6 +83,7 @@ def test_atlas_and_harness_metrics(fresh_model: Any, tokenizer: Any) -> None:
     result, _ = score_atlas(fresh_model().model, tokenizer, texts, "base")
     names, prefixes = study_metrics(study)
     assert sorted({row["metric"] for row in result.examples}) == sorted(names)
+    assert [name for name in names if metric(name) is None] == []
     # the harness writes harness:<task>:<metric>, a group's members harness:<task>_xx:<metric>
     assert any("harness:xcopa_sw:acc".startswith(p) for p in prefixes)
     assert any("harness:belebele_swh_Latn:acc".startswith(p) for p in prefixes)

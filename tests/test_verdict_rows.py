@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from whichlora.analyze.verdict_rows import metric_direction, verdict_rows
+from whichlora.analyze.verdict_rows import verdict_rows
+from whichlora.evaluate.metrics import higher_is_better
 
 
 def _scores(metric: str, effect: float) -> pd.DataFrame:
@@ -26,7 +27,7 @@ def _scores(metric: str, effect: float) -> pd.DataFrame:
 
 def test_harness_accuracy_is_judged_with_its_direction_and_families() -> None:
     metric = "harness:xcopa_sw:acc"
-    assert metric_direction(metric) is True
+    assert higher_is_better(metric) is True
     rows = verdict_rows(
         _scores(metric, 0.0), source="en", seen=["de", "sw"], baseline="lora", alpha=0.05,
         margins={},

@@ -16,7 +16,6 @@ from whichlora.analyze.verdicts import (
     VerdictOptions,
     assign_families,
     evidence_sentence,
-    holm,
     judge,
     language_intervals,
 )
@@ -65,6 +64,8 @@ def test_paired_t_and_tost_match_scipy_and_statsmodels() -> None:
 
 def test_holm_matches_statsmodels_and_skips_nan() -> None:
     from statsmodels.stats.multitest import multipletests
+
+    from whichlora.analyze.significance import holm  # the one Holm the verdicts use
 
     p = np.array([0.01, 0.04, np.nan, 0.03, 0.5, 0.002])
     ok = np.isfinite(p)

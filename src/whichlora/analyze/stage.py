@@ -325,7 +325,6 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     in the study's evaluation languages only (a language dropped from the study stays in the
     store until `whichlora gc`, but is not compared)."""
     from whichlora.analyze.significance import SCORE_COLUMNS
-    from whichlora.analyze.verdict_rows import metric_direction
     from whichlora.data.languages import evaluation_languages
     from whichlora.evaluate.atlas import ATLAS_PREFIX
 
@@ -344,8 +343,8 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     atlas = frame["metric"].str.startswith(ATLAS_PREFIX) & (ctx.study.evaluation.atlas is not None)
     frame = frame[(current & ~frame["metric"].str.startswith(ATLAS_PREFIX)) | atlas
                   | frame["metric"].str.startswith("harness:")]
-    # Metrics with a known direction: the suite's own and lm-eval's (harness:<task>:<metric>).
-    known = [m for m in frame["metric"].unique() if metric_direction(str(m)) is not None]
+    # Metrics with a known direction: the metric table's and lm-eval's (harness:<task>:<metric>).
+    known = list(directions(sorted(frame["metric"].unique())))
     frame = frame[frame["metric"].isin(known)]
     return frame.sort_values(list(SCORE_COLUMNS[:5]), kind="stable").reset_index(drop=True)
 

@@ -3,7 +3,8 @@
 
 Families come from the study: the source language is retention, languages in the training data
 (including those added through `data.target_ratio`) are seen transfer, every other evaluated
-language is unseen transfer. Harness metrics take their direction from lm-eval's metric names.
+language is unseen transfer. Directions and margins come from the metric table
+(evaluate/metrics.yaml); harness metrics take their direction from lm-eval's metric names.
 """
 
 from __future__ import annotations
@@ -21,26 +22,12 @@ KEY_COLUMNS = ("family", "metric", "technique")
 log = logging.getLogger("whichlora")
 
 
-def metric_direction(metric: str) -> bool | None:
-    """True when higher is better, False when lower is, None for a metric nobody described."""
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
-
-    if metric in HIGHER_IS_BETTER:
-        return HIGHER_IS_BETTER[metric]
-    if metric.startswith("harness:"):
-        from whichlora.evaluate.harness import higher_is_better
-
-        return higher_is_better(metric)
-    return None
-
-
 def directions(metrics: Sequence[str]) -> dict[str, bool]:
-    out = {}
-    for metric in metrics:
-        direction = metric_direction(metric)
-        if direction is not None:
-            out[metric] = direction
-    return out
+    """Direction of each metric the metric table (or lm-eval) describes; others left out."""
+    from whichlora.evaluate.metrics import higher_is_better
+
+    found = {metric: higher_is_better(metric) for metric in metrics}
+    return {metric: hib for metric, hib in found.items() if hib is not None}
 
 
 def json_safe(value: Any) -> Any:
@@ -71,12 +58,8 @@ def verdict_rows(
 ) -> list[dict[str, Any]]:
     """Rows for the `verdicts` table (empty when the baseline or a second technique is missing:
     the report says why from the runs it has)."""
-    from whichlora.analyze.verdicts import (
-        VerdictOptions,
-        assign_families,
-        default_margin,
-        judge,
-    )
+    from whichlora.analyze.verdicts import VerdictOptions, assign_families, judge
+    from whichlora.evaluate.metrics import default_margin
 
     if scores.empty or baseline not in set(scores["technique"]):
         return []

@@ -126,25 +126,19 @@ def parse_margins(items: Sequence[str]) -> dict[str, float]:
 def _directions(
     metrics: Sequence[str], lower: Sequence[str], known: Mapping[str, bool] | None = None
 ) -> dict[str, bool]:
-    from whichlora.evaluate.harness import higher_is_better
-    from whichlora.evaluate.suite import HIGHER_IS_BETTER
+    """--lower-is-better, then the directions lm-eval's logs gave, then the metric table's."""
+    from whichlora.evaluate.metrics import higher_is_better
 
     known = known or {}
     out = {}
     for m in metrics:
-        if m in lower:
-            out[m] = False
-        elif m in known:
-            out[m] = known[m]
-        elif m in HIGHER_IS_BETTER:
-            out[m] = HIGHER_IS_BETTER[m]
-        elif m.startswith("harness:"):
-            out[m] = higher_is_better(m)
-        else:
+        found = False if m in lower else known.get(m, higher_is_better(m))
+        if found is None:
             raise WhichloraError(
                 f"metric {m!r} has no known direction; pass --lower-is-better {m} if lower "
                 f"values are better, or --higher-is-better {m} otherwise."
             )
+        out[m] = found
     return out
 
 

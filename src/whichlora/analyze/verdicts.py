@@ -35,18 +35,17 @@ import pandas as pd
 from scipy import stats
 
 from whichlora.analyze import power as pw
+from whichlora.analyze.significance import holm
 from whichlora.errors import WhichloraError
+from whichlora.evaluate import metrics
 
 __all__ = [
-    "DEFAULT_MARGINS",
     "FAMILIES",
     "ROLES",
     "VERDICT_COLUMNS",
     "VerdictOptions",
     "assign_families",
-    "default_margin",
     "evidence_sentence",
-    "holm",
     "judge",
     "language_intervals",
     "parse_roles",
@@ -60,19 +59,6 @@ ROLES = FAMILIES
 _ROLE_WORDS = {"transfer_seen": "transfer (seen)", "retention": "retention"}
 TRADEOFF = "tradeoff"
 REQUIRED = ("technique", "seed", "language", "example_id", "metric", "value", "family")
-# Margins of practical equivalence in each metric's own units (reasons in docs/verdicts.md).
-DEFAULT_MARGINS: dict[str, float] = {
-    "nll": 0.02,
-    "mc_acc": 0.01,
-    "mc_acc_norm": 0.01,
-    "chrf": 1.0,
-    "fidelity": 0.02,
-    # the transfer atlas: 0.02 nats/token as for nll; per byte about a quarter of it (a token
-    # of these models is about 4 bytes of Latin-script text)
-    "atlas_nll_token": 0.02,
-    "atlas_nll_byte": 0.005,
-}
-HARNESS_ACC_MARGIN = 0.01
 # The df of a verdict weighs the seed part at this upper confidence bound: Satterthwaite's df
 # taken from a seed variance that two or three seeds happened to underestimate would be large
 # exactly when the standard error is too small (false claims at 2 seeds rose from ~0 to 7%).
@@ -84,9 +70,6 @@ VERDICT_COLUMNS = [
     "mde", "more_seeds", "more_items", "p_bayes_better", "p_bayes_equivalent", "p_bayes_worse",
     "aso_epsilon",
 ]  # fmt: skip
-_KNOWN_DIRECTION = {"nll": False, "mc_acc": True, "mc_acc_norm": True, "chrf": True,
-                    "fidelity": True, "atlas_nll_token": False,
-                    "atlas_nll_byte": False}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,9 +99,10 @@ class VerdictOptions:
                 )
 
     def margin(self, metric: str) -> float:
+        """The margin given here, else the metric table's (evaluate/metrics.yaml)."""
         if metric in self.margins:
             return float(self.margins[metric])
-        found = default_margin(metric)
+        found = metrics.default_margin(metric)
         if found is None:
             raise WhichloraError(
                 f"metric {metric!r} has no margin of practical equivalence. Set one in the "
@@ -128,28 +112,17 @@ class VerdictOptions:
         return found
 
     def direction(self, metric: str) -> bool:
+        """The direction given here, else the metric table's (lm-eval's for harness metrics)."""
         if metric in self.higher_is_better:
             return bool(self.higher_is_better[metric])
-        if metric in _KNOWN_DIRECTION:
-            return _KNOWN_DIRECTION[metric]
-        if metric.startswith("harness:"):
-            from whichlora.evaluate.harness import higher_is_better
-
-            return higher_is_better(metric)
+        found = metrics.higher_is_better(metric)
+        if found is not None:
+            return found
         raise WhichloraError(
             f"metric {metric!r} has no known direction. Say which way is better: "
             f"VerdictOptions(higher_is_better={{{metric!r}: False}}) or "
             f"`whichlora verdict --lower-is-better {metric}` (higher is better otherwise)."
         )
-
-
-def default_margin(metric: str) -> float | None:
-    """The built-in margin of a metric name, or None when there is none."""
-    if metric in DEFAULT_MARGINS:
-        return DEFAULT_MARGINS[metric]
-    if metric.startswith("harness:") and metric.split(":")[-1].split("/")[0].startswith("acc"):
-        return HARNESS_ACC_MARGIN
-    return None
 
 
 def assign_families(scores: pd.DataFrame, source: str, seen: Iterable[str]) -> pd.DataFrame:
@@ -293,7 +266,8 @@ def _fit(wide: pd.DataFrame, tech: str, base: str, resolution: float = 0.0) -> _
         fit.design = pw.Design(max(var_d - resid, 0.0), resid, fit.item, S, n_mean, fit.df_item)
         if not few_items:
             fit.se = math.sqrt(var_d / S + item)
-            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1), (item, fit.df_item)])
+            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1),
+                                     (_upper(item, fit.df_item), fit.df_item)])
     else:
         fit.mode = "none"
         fit.note = ("one seed shared with the baseline: a technique's own seed sensitivity cannot "
@@ -320,6 +294,8 @@ def _planning_design(fit: _Fit, means: pd.DataFrame) -> pw.Design | None:
 
 def _upper(variance: float, df: float, level: float = UPPER_LEVEL) -> float:
     """One-sided upper confidence bound of a variance estimated with `df` df."""
+    if df >= pw.MAX_DF:
+        return variance
     return variance * df / float(stats.chi2.ppf(1 - level, df))
 
 
@@ -328,7 +304,7 @@ def _df_item(item: float, v_item: float, df_item: float, r: float, df_r: float) 
     if item <= 0 or df_item <= 0:
         return pw.MAX_DF
     denom = v_item**2 / df_item + (r**2 / df_r if df_r > 0 else 0.0)
-    return min(item**2 / denom, pw.MAX_DF) if denom > 0 else pw.MAX_DF
+    return min(max(item**2 / denom, 1.0), pw.MAX_DF) if denom > 0 else pw.MAX_DF
 
 
 def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, float]:
@@ -340,18 +316,6 @@ def _tests(est: float, se: float, df: float, margin: float) -> tuple[float, floa
     p_diff = float(2 * stats.t.sf(abs(est) / se, df))
     p_eq = float(max(stats.t.sf((est + margin) / se, df), stats.t.cdf((est - margin) / se, df)))
     return p_diff, p_eq
-
-
-def holm(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaNs (tests not run) stay NaN and are not counted."""
-    p = np.asarray(list(pvalues), dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    order = idx[np.argsort(p[idx], kind="stable")]
-    m = len(order)
-    adj = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
-    out[order] = adj
-    return out
 
 
 def _validate(scores: pd.DataFrame, options: VerdictOptions) -> pd.DataFrame:

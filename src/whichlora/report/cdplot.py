@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from whichlora.evaluate.metrics import display_name
 from whichlora.report.style import Palette, figure, styled, to_png
-from whichlora.report.verdict import METRIC_NAMES
 
 
 def cliques(ranks: dict[str, float], cd: float) -> list[list[str]]:
@@ -82,6 +82,6 @@ def cd_figure(rows: list[dict[str, Any]], palette: Palette) -> bytes:
     for ax, row in zip(axes[:, 0], rows, strict=True):
         p = row["p_value"]
         test = f"Friedman p={p:.2g}" if math.isfinite(p) else "Friedman not run"
-        metric = METRIC_NAMES.get(row["metric"], row["metric"])
+        metric = display_name(row["metric"])
         _draw(ax, row["avg_ranks"], row["cd"], palette, f"{row['family']} · {metric} — {test}")
     return to_png(fig)

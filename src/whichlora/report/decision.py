@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from whichlora.evaluate.metrics import by_rank, display_name
 from whichlora.report.document import Table, fmt_int
 from whichlora.report.inputs import ReportInputs
-from whichlora.report.tables import METRIC_FORMAT, delta_cell
+from whichlora.report.tables import better_up, delta_cell, metric_format
 
 FAMILY_ORDER = ("transfer_seen", "transfer_unseen", "retention", "tradeoff")
 FAMILY_TITLES = {
@@ -26,9 +27,10 @@ FAMILY_TITLES = {
     "retention": "retention",
     "tradeoff": "trade-off",
 }
-# Which metric speaks for a family in the decision table when the study names none: the most
-# sensitive one first (response NLL is continuous; accuracy on a few items moves in big steps).
-PRIMARY_ORDER = ("nll", "mc_acc", "mc_acc_norm", "chrf", "fidelity")
+# Which metric speaks for a family in the decision table when the study names none: the metric
+# table's `primary` ranks, the most sensitive first (response NLL is continuous; accuracy on a
+# few items moves in big steps).
+PRIMARY_ORDER = tuple(by_rank("primary"))
 VERDICT_CLASS = {"better": "good", "worse": "bad", "equivalent": "same"}
 NUMBER_COLUMNS = (
     "estimate",
@@ -49,16 +51,11 @@ NUMBER_COLUMNS = (
 )
 
 
-def metric_name(metric: str) -> str:
-    """Short readable name: 'NLL', 'accuracy', or the harness metric as written."""
-    return METRIC_FORMAT[metric][4] if metric in METRIC_FORMAT else metric
-
-
 def margin_text(metric: str, margin: float) -> str:
     """A margin in the units the tables use (accuracy in points, NLL in nats/token)."""
     if not math.isfinite(margin):
         return "–"
-    scale, digits, unit, _, _ = METRIC_FORMAT.get(metric, (1.0, 3, "", "", metric))
+    scale, digits, unit, _ = metric_format(metric)
     value = f"{margin * scale:.{max(digits, 1)}g}"
     if unit == "points" and value == "1":
         unit = "point"
@@ -140,7 +137,7 @@ def _other_metrics(rows: pd.DataFrame, primary: str) -> str:
     others = rows[(rows["metric"] != primary) & (rows["verdict"] != "inconclusive")]
     others = others[others["family"] != "tradeoff"]
     parts = [
-        f"{FAMILY_TITLES.get(r.family, r.family)} {metric_name(r.metric)}: {r.verdict}"
+        f"{FAMILY_TITLES.get(r.family, r.family)} {display_name(r.metric)}: {r.verdict}"
         for r in others.itertuples()
     ]
     return "; ".join(parts) or "–"
@@ -183,7 +180,7 @@ def decision_table(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> T
         else ""
     )
     caption = (
-        f"Each technique against {inputs.baseline} on {metric_name(primary)} ({_units(primary)}): "
+        f"Each technique against {inputs.baseline} on {display_name(primary)} ({_units(primary)}): "
         "the verdict, then the estimated difference (technique minus baseline) with its 95% "
         "interval, which counts seeds, languages and items. Better / worse = the difference is "
         "significant after Holm correction over the techniques compared in that family and "
@@ -209,9 +206,9 @@ def decision_table(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> T
 
 
 def _units(metric: str) -> str:
-    _, _, unit, _, _ = METRIC_FORMAT.get(metric, (1.0, 3, "", "", metric))
-    lower = metric == "nll"
-    return f"{unit}, {'lower' if lower else 'higher'} is better" if unit else "metric units"
+    _, _, unit, _ = metric_format(metric)
+    better = "higher" if better_up(metric) else "lower"
+    return f"{unit}, {better} is better" if unit else "metric units"
 
 
 def _join(names: list[str]) -> str:
@@ -224,7 +221,7 @@ def recommendation(inputs: ReportInputs, frame: pd.DataFrame, primary: str) -> s
     """One sentence (or two) of advice on the primary metric that follows from the verdicts."""
     base = inputs.baseline
     rows = frame[frame["metric"] == primary]
-    name = metric_name(primary)
+    name = display_name(primary)
 
     def who(family: str, verdict: str) -> list[str]:
         hit = rows[(rows["family"] == family) & (rows["verdict"] == verdict)]

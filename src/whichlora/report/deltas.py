@@ -12,6 +12,7 @@ import zlib
 import numpy as np
 import pandas as pd
 
+from whichlora.evaluate.metrics import tradeoff_metrics
 from whichlora.report.inputs import BASE, ReportInputs
 
 CONFIDENCE = 0.95
@@ -30,7 +31,7 @@ DELTA_COLUMNS = [
     "ci_low",
     "ci_high",
 ]
-TRADEOFF_METRICS = ("mc_acc", "nll")
+TRADEOFF_METRICS = tuple(tradeoff_metrics())  # the metric table's trade-off axes
 
 
 def _nanmean(values: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:

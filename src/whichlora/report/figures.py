@@ -6,13 +6,17 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from whichlora.evaluate.metrics import metrics, tradeoff_metrics
 from whichlora.report.style import LINESTYLES, Palette, figure, styled, to_png
 
-# metric -> (sign that turns a change into a gain, scale, unit)
+_UNIT_WORDS = {"pp": "percentage points"}
+# metric -> (sign that turns a change into a gain, scale, display name, unit): the metric
+# table's trade-off axes
 TRADEOFF_AXES = {
-    "mc_acc": (1.0, 100.0, "knowledge accuracy", "percentage points"),
-    "nll": (-1.0, 1.0, "response NLL", "nats/token"),
-}
+    m.name: (1.0 if m.higher_is_better else -1.0, float(m.scale), m.display,
+             _UNIT_WORDS.get(m.delta_unit, m.delta_unit))
+    for m in (metrics()[name] for name in tradeoff_metrics())
+}  # fmt: skip
 
 
 @styled

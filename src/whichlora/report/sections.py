@@ -7,13 +7,13 @@ import math
 
 import pandas as pd
 
+from whichlora.evaluate.metrics import display_name
 from whichlora.report.cdplot import cd_figure
 from whichlora.report.decision import (
     FAMILY_TITLES,
     VERDICT_CLASS,
     decision_table,
     margin_text,
-    metric_name,
     primary_metric,
     recommendation,
     verdict_frame,
@@ -29,6 +29,7 @@ from whichlora.report.document import (
     cell_classes,
     fmt_num,
 )
+from whichlora.report.familiar import comparisons, familiar_text, friedman_rows
 from whichlora.report.figures import TRADEOFF_AXES, tradeoff_figure
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.tables import (
@@ -37,12 +38,6 @@ from whichlora.report.tables import (
     delta_cell,
     delta_display,
     fidelity_table,
-)
-from whichlora.report.verdict import (
-    METRIC_NAMES,
-    comparisons,
-    friedman_rows,
-    verdict_text,
 )
 
 CI_NOTE = (
@@ -129,7 +124,7 @@ def every_comparison_table(frame: pd.DataFrame) -> Table:
     display = pd.DataFrame(
         {
             "family": frame["family"].map(lambda f: FAMILY_TITLES.get(f, f)),
-            "metric": frame["metric"].map(metric_name),
+            "metric": frame["metric"].map(display_name),
             "technique": frame["technique"],
             "verdict": frame["verdict"],
             "Δ vs baseline [95% CI]": [
@@ -188,7 +183,7 @@ def _familiar_view(inputs: ReportInputs) -> list[Block]:
         rows.append(
             {
                 "family": r.family,
-                "metric": METRIC_NAMES.get(r.metric, r.metric),
+                "metric": display_name(r.metric),
                 "technique": r.technique,
                 "vs": r.baseline,
                 "cells": fmt_num(r.n_pairs, 0),
@@ -211,7 +206,7 @@ def _familiar_view(inputs: ReportInputs) -> list[Block]:
             "The familiar view, not the verdict: a Wilcoxon signed-rank test over paired "
             "(seed × language) cell means, Holm-corrected, beside an interval that resamples "
             "items only (it ignores seed noise, so it can exclude zero where the verdict does "
-            "not). " + verdict_text(inputs, table, _seeds(inputs)),
+            "not). " + familiar_text(inputs, table, _seeds(inputs)),
             display,
             table,
             cell_classes(display, {"result": results}),
@@ -336,7 +331,7 @@ def tradeoff_section(inputs: ReportInputs, points: pd.DataFrame) -> Section:
     display = pd.DataFrame(
         {
             "technique": means["technique"],
-            "metric": means["metric"].map(lambda m: METRIC_NAMES.get(m, m)),
+            "metric": means["metric"].map(display_name),
             "seeds": means["seeds"].astype(str),
             "Δ on targets (mean)": [
                 delta_cell(m, t, math.nan, math.nan)
@@ -409,7 +404,7 @@ def ranking_section(inputs: ReportInputs) -> Section:
         [
             {
                 "family": r["family"],
-                "metric": METRIC_NAMES.get(r["metric"], r["metric"]),
+                "metric": display_name(r["metric"]),
                 **{t: fmt_num(r["avg_ranks"].get(t), 2) for t in labels},
                 "CD": fmt_num(r["cd"], 2),
                 "Friedman χ²": fmt_num(r["statistic"], 2),

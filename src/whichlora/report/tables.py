@@ -7,44 +7,50 @@ import math
 
 import pandas as pd
 
-from whichlora.evaluate.suite import HIGHER_IS_BETTER
+from whichlora.evaluate.metrics import by_rank, display_name, higher_is_better
+from whichlora.evaluate.metrics import metric as metric_entry
 from whichlora.report.document import Table, finite, fmt_bytes, fmt_ci, fmt_int, fmt_num
 from whichlora.report.inputs import ReportInputs
 from whichlora.techniques import BASELINE, REGISTRY
 
-SHOWN_METRICS = ("mc_acc", "nll", "chrf", "fidelity")
-# metric -> (scale, digits, delta unit, absolute unit, short name)
-METRIC_FORMAT = {
-    "mc_acc": (100.0, 1, "pp", "%", "accuracy"),
-    "mc_acc_norm": (100.0, 1, "pp", "%", "norm. accuracy"),
-    "nll": (1.0, 3, "nats/token", "nats/token", "NLL"),
-    "chrf": (1.0, 1, "points", "0–100", "chrF"),
-    "fidelity": (100.0, 1, "pp", "%", "fidelity"),
-}
+# The per-language tables' columns, in order: the metric table's `column` ranks.
+SHOWN_METRICS = tuple(by_rank("column"))
 
 
-def _fmt(metric: str) -> tuple[float, int, str, str, str]:
-    return METRIC_FORMAT.get(metric, (1.0, 3, "", "", metric))
+def metric_format(name: str) -> tuple[float, int, str, str]:
+    """(scale, digits, unit of a difference, unit of a value) from the metric table; a metric
+    it does not describe (a harness metric) is shown as it is, to 3 significant digits."""
+    found = metric_entry(name)
+    if found is None:
+        return 1.0, 3, "", ""
+    return float(found.scale), found.digits, found.delta_unit, found.unit
+
+
+def better_up(name: str) -> bool:
+    """Whether a higher value is better (True for a metric nobody described)."""
+    return higher_is_better(name) is not False
 
 
 def delta_header(metric: str) -> str:
-    _, _, unit, _, name = _fmt(metric)
-    arrow = "↑" if HIGHER_IS_BETTER.get(metric, True) else "↓"
+    _, _, unit, _ = metric_format(metric)
+    name = display_name(metric)
+    arrow = "↑" if better_up(metric) else "↓"
     return f"Δ {name} ({unit}, {arrow} better)" if unit else f"Δ {name} ({arrow} better)"
 
 
 def abs_header(metric: str) -> str:
-    _, _, _, unit, name = _fmt(metric)
+    _, _, _, unit = metric_format(metric)
+    name = display_name(metric)
     return f"{name} ({unit})" if unit else name
 
 
 def delta_cell(metric: str, delta: float, low: float, high: float) -> str:
-    scale, digits, *_ = _fmt(metric)
+    scale, digits, *_ = metric_format(metric)
     return fmt_ci(delta * scale, low * scale, high * scale, digits)
 
 
 def abs_cell(metric: str, value: float, low: float = math.nan, high: float = math.nan) -> str:
-    scale, digits, *_ = _fmt(metric)
+    scale, digits, *_ = metric_format(metric)
     return fmt_ci(value * scale, low * scale, high * scale, digits, signed=False)
 
 
@@ -52,7 +58,7 @@ def tone(metric: str, low: float, high: float) -> str:
     """'good'/'bad' when the whole interval lies on one side of zero, else ''."""
     if not (math.isfinite(low) and math.isfinite(high)) or low <= 0 <= high:
         return ""
-    return "good" if (low > 0) == HIGHER_IS_BETTER.get(metric, True) else "bad"
+    return "good" if (low > 0) == better_up(metric) else "bad"
 
 
 def shown(metrics: set[str]) -> list[str]:

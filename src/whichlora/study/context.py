@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from filelock import FileLock, Timeout
 
+from whichlora.config.examples import study_path
 from whichlora.config.study import AnalysisSpec, Study, dump_study, load_study
 from whichlora.data.atlas import atlas_anchors
 from whichlora.errors import WhichloraError
@@ -111,6 +112,7 @@ def default_study_dir(study: Study, study_file: Path) -> Path:
 
 def _read_target(target: Path, out: Path | None) -> tuple[Study, Path, Path]:
     """(study, study folder, the file it was read from)."""
+    target = study_path(target)  # a bundled study's name reads its file
     if target.is_dir():
         resolved = target / RESOLVED
         if not resolved.is_file():
@@ -346,7 +348,7 @@ def _check_analysis(study: Study, runs: list[RunSpec], where: Path) -> None:
     """The analysis can answer what it is asked: its baseline is one of the study's techniques
     and its primary metric is one the study computes (and can judge: it has a margin). Both
     problems are named in one message."""
-    from whichlora.analyze.verdicts import default_margin
+    from whichlora.evaluate.metrics import default_margin
     from whichlora.store import RESOLVED
 
     spec = study.analysis

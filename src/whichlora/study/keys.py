@@ -8,11 +8,11 @@ redoing finished work.
 
 What is deliberately *not* in a key, because it never changes a result: the device, device map
 and executor (the executor only decides where a run happens), `allow_pickle`, progress options,
-`training.checkpoint_every`, `training.report_to`, `training.gradient_checkpointing` (same
-gradients, tested), `evaluation.batch_size` (scores do not depend on it up to float rounding,
-tested), `evaluation.precision` while it is fp32 (so studies from before the setting keep their
-keys; bf16 is in the key of every scoring unit), and the analysis margins and alpha for train,
-evaluate and embed units.
+`training.checkpoint_every`, `training.report_to`, `training.stall_timeout`,
+`training.gradient_checkpointing` (same gradients, tested), `evaluation.batch_size` (scores do
+not depend on it up to float rounding, tested), `evaluation.precision` while it is fp32 (so
+studies from before the setting keep their keys; bf16 is in the key of every scoring unit), and
+the analysis margins and alpha for train, evaluate and embed units.
 
 Bump a VERSION entry when the code of that unit kind changes what it computes: every unit of the
 kind becomes stale.
@@ -56,6 +56,7 @@ NOT_IN_TRAIN_KEY = frozenset(
         "run_name",
         "gradient_checkpointing",  # recomputes the same activations: same gradients (tested)
         "compile",  # the same step, fused: equal within bf16 rounding (tested)
+        "stall_timeout",  # when a stalled run is given up: never what it computes
     }
 )
 # Fields added after studies were run, keyed only when they differ from the value every earlier

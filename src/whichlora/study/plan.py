@@ -82,6 +82,7 @@ def train_request(
         packing=training.packing,
         compile=training.compile,
         processes=training.processes,
+        stall_timeout=training.stall_timeout,  # never in a result key: changes nothing
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
         report_to=tuple(training.report_to),
         run_name=f"{study.name}/{run_id}" if run_id else study.name,

@@ -36,8 +36,9 @@ def describe_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-# A unit whose worker died (killed for memory, node lost, SIGKILL) after its retries: the inputs
-# may be fine, so a resumed study retries it without --retry-failed.
+# A unit whose worker died (killed for memory, node lost, SIGKILL) after its retries, or whose
+# processes stalled (train/distributed.py): the inputs may be fine, so a resumed study retries
+# it without --retry-failed.
 WORKER_LOST = "worker lost"
 
 
@@ -137,7 +138,10 @@ def train_one(
 
     Plain values in and out, so it can run in this process or as a Ray task.
     """
-    from whichlora.train.loop import LOG_FILE, TrainingDiverged, train_adapter
+    from whichlora.errors import TrainingDiverged
+    from whichlora.store.names import LOG_FILE
+    from whichlora.train.distributed import TrainingStalled
+    from whichlora.train.loop import train_adapter
 
     _claim_folder(run_dir, key)
     log_path = run_dir / LOG_FILE
@@ -168,6 +172,9 @@ def train_one(
     except TrainingDiverged as exc:
         log.error("run %s failed: %s", run.run_id, exc)
         return {"status": "failed", "error": f"training diverged: {exc}"}
+    except TrainingStalled as exc:  # its inputs may be fine: the next call retries it
+        log.error("run %s failed: %s", run.run_id, exc)
+        return {"status": "failed", "error": lost_worker(str(exc))}
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -294,6 +294,7 @@ RESULT_NEUTRAL = (
     "run_name",
     "gradient_checkpointing",
     "compile",
+    "stall_timeout",
 )
 
 

@@ -15,6 +15,14 @@ per process (every process from the run's seed), so with dropout on the run agre
 one-process run in distribution only, and a resumed run is not bit-exact (the checkpoint holds
 process 0's random state); without dropout, resuming is exact (tested).
 
+The processes are never forked from the caller: a process forked after the caller ran a parallel
+region (any matmul: a study measures GEMM speed and converts its model before it trains) hangs
+in its own first one, since OpenMP's thread pool does not survive fork. On CPU they come from a
+forkserver (a clean process started once, with the training stack imported: ~0.1 s a process
+after its first start, measured in benchmarks/bench_process_start.py); on GPUs they are spawned.
+A run whose processes report no progress for `request.stall_timeout` seconds is killed and fails
+with `TrainingStalled`, which a study records as a lost worker and retries on its next call.
+
 Sharding the model or the optimizer state (FSDP, DeepSpeed ZeRO) is accelerate's job, not ours:
 see docs/scaling.md for the configs a user may pass to `accelerate launch`.
 """
@@ -22,19 +30,29 @@ see docs/scaling.md for the configs a user may pass to `accelerate launch`.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from whichlora.errors import TrainingDiverged, WhichloraError
 from whichlora.store.names import LOG_FILE
+
+log = logging.getLogger("whichlora.train")
+
+
+class TrainingStalled(Exception):
+    """The run's processes made no progress for `stall_timeout` seconds and were killed: the
+    inputs may be fine, so a study retries the run on its next call."""
 
 
 @dataclass
@@ -92,6 +110,9 @@ class World:
 
 SINGLE = World()
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# What a training process imports, loaded once into the forkserver: its processes start without
+# importing them again (model-specific modules still load in each process).
+PRELOAD = ["torch", "transformers", "peft", "accelerate", "whichlora.train.loop"]
 
 
 def _free_port() -> int:
@@ -101,9 +122,13 @@ def _free_port() -> int:
 
 
 def start_method(on_gpu: bool) -> str:
-    """fork on CPU (fast: nothing is imported again); spawn for GPUs, since CUDA cannot be used
-    in a child forked from a process that has touched it (the study's process may have)."""
-    return "spawn" if on_gpu else "fork"
+    """forkserver on CPU, spawn for GPUs; never fork. A child forked from a process that has
+    run a parallel region waits forever in its own first one (OpenMP's thread pool does not
+    survive fork; the caller may have run one: a study measures GEMM speed and converts its
+    model before training, a Ray worker may have scored a model), and CUDA cannot be used in a
+    child forked from a process that has touched it. The forkserver is a clean process started
+    once per calling process, with PRELOAD imported; spawn imports everything in every process."""
+    return "spawn" if on_gpu else "forkserver"
 
 
 def check_processes(request: Any) -> bool:
@@ -127,6 +152,26 @@ def check_processes(request: Any) -> bool:
     return on_gpu
 
 
+def process_threads(threads: int | None, processes: int) -> int:
+    """Torch threads of each process: `training.threads` when set, else this process's threads
+    shared out (torchrun gives each 1): N processes with all of them each would oversubscribe
+    the cores N-fold, and OpenMP's waiting threads then take the cores the working ones need
+    (3 steps of SmolLM2 on 2 processes of a loaded 2-core machine: 90 s a step, 4 s with 1)."""
+    import torch
+
+    return threads or max(1, torch.get_num_threads() // processes)
+
+
+@dataclass
+class Progress:
+    """What the parent hears from the run's processes: when last, and how far."""
+
+    last: float
+    step: int = 0
+    ready: int = 0
+    pids: list[int] = field(default_factory=list)
+
+
 def train_in_processes(
     request: Any,
     records: list[Any],
@@ -138,18 +183,36 @@ def train_in_processes(
     log (atomically, as alone) and reports each step here, where `on_step` is called (beside
     the training, which does not wait for it). When `on_step` raises (a caller stopping the
     run), the processes are killed and the exception re-raised, as in a one-process run; a
-    checkpoint already written stays for the next attempt."""
+    checkpoint already written stays for the next attempt. When no process reports progress
+    (started, a step done) for `request.stall_timeout` seconds, they are killed and
+    `TrainingStalled` is raised."""
     import torch.multiprocessing as mp
 
-    method = start_method(check_processes(request))
-    steps = mp.get_context(method).SimpleQueue()
+    on_gpu = check_processes(request)
+    method = start_method(on_gpu)
+    context = mp.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(PRELOAD)  # read when the server starts (once)
+    events = context.SimpleQueue()
+    started = time.time()
+    progress = Progress(last=time.monotonic())
     stop, raised = threading.Event(), []
-    relay = threading.Thread(target=_relay, args=(steps, on_step, stop, raised), daemon=True)
+    relay = threading.Thread(
+        target=_relay, args=(events, on_step, stop, raised, progress, request), daemon=True
+    )
     relay.start()
+    stalled = False
     try:
+        parent = {
+            "pid": os.getpid(),
+            "environ": dict(os.environ),  # a forkserver holds the environment it started with
+            "threads": process_threads(request.threads, request.processes),
+            "started": started,
+            "on_gpu": on_gpu,
+        }
         processes = mp.start_processes(
             _worker,
-            args=(train_adapter, request, records, str(out_dir), _free_port(), steps, os.getpid()),
+            args=(train_adapter, request, records, str(out_dir), _free_port(), events, parent),
             nprocs=request.processes,
             start_method=method,
             join=False,
@@ -157,6 +220,10 @@ def train_in_processes(
         try:
             while not processes.join(timeout=0.2):
                 if raised:
+                    break
+                idle = time.monotonic() - progress.last
+                if request.stall_timeout is not None and idle > request.stall_timeout:
+                    stalled = True
                     break
         except mp.ProcessRaisedException as exc:
             raise _as_own_error(exc) from None
@@ -170,20 +237,56 @@ def train_in_processes(
         relay.join()
     if raised:
         raise raised[0]
+    if stalled:
+        raise TrainingStalled(_stall_message(request, progress, method))
     return json.loads((out_dir / LOG_FILE).read_text(encoding="utf-8"))
 
 
+def _stall_message(request: Any, progress: Progress, method: str) -> str:
+    where = (
+        f"after step {progress.step} of {request.steps}"
+        if progress.step
+        else f"before the first step ({progress.ready} of {request.processes} processes started)"
+    )
+    return (
+        f"training stalled: the run's {request.processes} processes made no progress for "
+        f"{request.stall_timeout:g} s (training.stall_timeout), {where}, and were killed. "
+        "Likely cause: a process waiting forever, on another process of the run that died or "
+        "hangs in a collective (gloo/NCCL: a crashed or stopped peer, 127.0.0.1 blocked), or "
+        "on a thread pool it inherited broken (a process forked after its parent ran OpenMP "
+        f"threads hangs so; these were started with {method}). If loading the model or a step "
+        "truly takes that long, raise training.stall_timeout; the next `whichlora run` retries "
+        "the run (from its last checkpoint)."
+    )
+
+
 def _relay(
-    steps: Any,
+    events: Any,
     on_step: Callable[[int, float], None] | None,
     stop: threading.Event,
     raised: list[BaseException],
+    progress: Progress,
+    request: Any,
 ) -> None:
-    """Call `on_step` for each step process 0 reports, until stopped and drained. The parent
-    never writes to the queue, so a killed writer cannot leave it holding the queue's lock."""
+    """Note every event the processes report, and call `on_step` for each step process 0
+    reports, until stopped and drained. The parent never writes to the queue, so a killed
+    writer cannot leave it holding the queue's lock."""
     while True:
-        if not steps.empty():
-            item = steps.get()
+        if not events.empty():
+            kind, *item = events.get()
+            progress.last = time.monotonic()
+            if kind == "ready":
+                progress.ready += 1
+                progress.pids.append(item[2])
+                if progress.ready == request.processes:  # which processes to look at (or kill)
+                    log.info(
+                        "%d processes ready after %.1f s (%d threads each): pids %s",
+                        progress.ready,
+                        *item[:2],
+                        ", ".join(map(str, progress.pids)),
+                    )
+                continue
+            progress.step = item[0]
             if on_step is not None and not raised:
                 try:
                     on_step(*item)
@@ -197,14 +300,37 @@ def _relay(
 
 def _die_with(parent: int) -> None:
     """A process of the run ends when the process that started it is killed (kill -9 included):
-    an orphan would go on training and write the run's folder under a resumed attempt."""
+    an orphan would go on training and write the run's folder under a resumed attempt. The
+    death signal covers the direct parent (the caller when spawned; the forkserver, which exits
+    with the caller, otherwise); a watcher thread covers the caller itself, also when it died
+    before this line."""
     if sys.platform.startswith("linux"):
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the line above
+    try:
+        handle = os.pidfd_open(parent)  # readable once the caller has ended (zombie included)
+    except ProcessLookupError:
         os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here: ask every second
+        threading.Thread(target=_poll_parent, args=(parent,), daemon=True).start()
+        return
+    threading.Thread(target=_await_end, args=(handle,), daemon=True).start()
+
+
+def _await_end(handle: int) -> None:
+    select.select([handle], [], [])
+    os._exit(1)
+
+
+def _poll_parent(parent: int) -> None:
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        time.sleep(1.0)
 
 
 def _worker(
@@ -214,11 +340,13 @@ def _worker(
     records: list[Any],
     out_dir: str,
     port: int,
-    steps: Any,
-    parent: int,
+    events: Any,
+    parent: dict[str, Any],
 ) -> None:
-    _die_with(parent)
+    _die_with(parent["pid"])
+    os.environ.clear()
     os.environ.update(
+        parent["environ"],
         RANK=str(rank),
         LOCAL_RANK=str(rank),
         WORLD_SIZE=str(request.processes),
@@ -226,9 +354,14 @@ def _worker(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
     )
+    import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator(cpu=request.device == "cpu")
+    torch.set_num_threads(parent["threads"])
+    events.put(("ready", time.time() - parent["started"], parent["threads"], os.getpid()))
+    # cpu=True whenever the run is not on GPUs (model.device auto on a machine without CUDA
+    # too): accelerate sets up gloo only when told so, else each process would train alone.
+    accelerator = Accelerator(cpu=not parent["on_gpu"])
     sharded = accelerator.distributed_type.name in {"FSDP", "DEEPSPEED", "MEGATRON_LM"}
     if sharded:  # an accelerate config in the environment (ACCELERATE_USE_FSDP=true, ...)
         raise WhichloraError(
@@ -237,8 +370,13 @@ def _worker(
             "unset the ACCELERATE_USE_* variables, or see docs/scaling.md for models that do "
             "not fit one GPU."
         )
+    if accelerator.num_processes != request.processes:
+        raise RuntimeError(
+            f"accelerate joined {accelerator.num_processes} of the run's {request.processes} "
+            f"processes ({accelerator.distributed_type.name})"
+        )
     world = World(rank=rank, size=request.processes, accelerator=accelerator)
-    report = (lambda step, loss: steps.put((step, loss))) if world.main else None
+    report = (lambda step, loss: events.put(("step", step, loss))) if world.main else None
     try:
         train_adapter(request, records, Path(out_dir), on_step=report, world=world)
     finally:

@@ -52,6 +52,9 @@ class TrainRequest:
     compile: bool | str = "auto"
     # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
     processes: int = 1
+    # With processes > 1: seconds without progress before the run fails as stalled
+    # (train/distributed.py); None waits forever. Never changes a result: in no key.
+    stall_timeout: float | None = 1800.0
     # Never changes a result: keys of finished work and checkpoint fingerprints exclude it.
     # N (every N optimizer steps), "auto" (every ~5 minutes once a run is estimated to take
     # longer than 10) or None (never).

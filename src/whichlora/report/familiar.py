@@ -1,6 +1,8 @@
-"""The headline: which techniques differ significantly from the baseline, and which do not.
+"""The familiar view beside the verdicts: which techniques a Wilcoxon signed-rank test (Holm)
+finds different from the baseline, and which not, with the Friedman/Nemenyi ranking.
 
-Read from the significance table the analysis stage wrote; a null result is said plainly, with
+Read from the significance table the analysis stage wrote (analyze/significance.py), not from
+the verdicts (analyze/verdicts.py, report/decision.py); a null result is said plainly, with
 how much data the test had, because "no difference" from two seeds is not evidence of sameness.
 """
 
@@ -13,18 +15,12 @@ from typing import Any
 import pandas as pd
 
 from whichlora.analyze.significance import RESULT_COLUMNS
-from whichlora.evaluate.suite import HIGHER_IS_BETTER
+from whichlora.evaluate.metrics import display_name
 from whichlora.report.inputs import ReportInputs
+from whichlora.report.tables import better_up
 
 FAMILIES = ("transfer", "retention")
 FRIEDMAN, SUMMARY = "__friedman__", "__summary__"
-METRIC_NAMES = {
-    "mc_acc": "knowledge accuracy",
-    "mc_acc_norm": "length-normalised accuracy",
-    "nll": "response NLL",
-    "chrf": "chrF",
-    "fidelity": "language fidelity",
-}
 # The analysis stage's result columns, with the family first and a direction instead of the verdict.
 COMPARISON_COLUMNS = ["family"] + [c for c in RESULT_COLUMNS if c != "verdict"] + ["direction"]
 
@@ -49,7 +45,7 @@ def _direction(metric: str, rank_biserial: float, mean_diff: float) -> str:
     shift = rank_biserial if math.isfinite(rank_biserial) else mean_diff
     if not math.isfinite(shift) or shift == 0:
         return "no change"
-    return "better" if (shift > 0) == HIGHER_IS_BETTER.get(metric, True) else "worse"
+    return "better" if (shift > 0) == better_up(metric) else "worse"
 
 
 def comparisons(inputs: ReportInputs) -> pd.DataFrame:
@@ -128,7 +124,7 @@ def _family_sentence(family: str, rows: pd.DataFrame, labels: list[str]) -> str:
         if hits.empty:
             continue
         claims = [
-            f"{h.direction} on {METRIC_NAMES.get(h.metric, h.metric)} "
+            f"{h.direction} on {display_name(h.metric)} "
             f"({h.mean_diff:+.3g}, 95% CI [{h.ci_low:.3g}, {h.ci_high:.3g}], "
             f"Holm {_fmt_p(h.p_holm)})"
             for h in hits.itertuples()
@@ -154,7 +150,7 @@ def summary_notes(inputs: ReportInputs) -> dict[str, str]:
     return notes
 
 
-def verdict_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
+def familiar_text(inputs: ReportInputs, table: pd.DataFrame, seeds: int) -> str:
     """One paragraph: per family who differs from the baseline, and how big the test was."""
     notes = summary_notes(inputs)
     if table.empty:
