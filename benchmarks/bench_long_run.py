@@ -24,6 +24,7 @@ summation order; in bf16 our attention runs in float32 and the Trainer's in bf16
 trajectories drift apart by a few hundredths within 8 steps.
 
 Lever ablations (`--variants`): `ours-eager` (compile off), `ours-packed` (packing on),
+`ours-dense-dropout` (nn.Dropout's masks, one random number per activation),
 `ours-autocast` (autocast casts the frozen weights at every forward), `ours-plain` (the loop as
 before these levers: unpacked, eager, weights cast at every forward, for-loop AdamW).
 
@@ -61,7 +62,16 @@ TECHNIQUES = ("lora", "dora", "vera", "adalora", "pissa")
 RANK, DROPOUT, LR, WARMUP_RATIO, MAX_GRAD_NORM = 8, 0.05, 2e-4, 0.1, 1.0
 GOAL_RATIO, GOAL_FLOOR = 1.6, 0.60
 LOSS_TOLERANCE = {"fp32": 1e-3, "bf16": 0.1}  # |ours - Trainer| per step, identical batches
-VARIANTS = ("ours", "trainer", "ours-eager", "ours-packed", "ours-autocast", "ours-plain")
+SHAPE_TOKENS = 640  # about the non-padding tokens of a step (8 examples of ~80)
+VARIANTS = (
+    "ours",
+    "trainer",
+    "ours-eager",
+    "ours-packed",
+    "ours-dense-dropout",
+    "ours-autocast",
+    "ours-plain",
+)
 
 
 class StepClock:
@@ -110,6 +120,7 @@ def ours_request(args: argparse.Namespace, variant: str, check: bool) -> Any:
         precision=args.check_precision if check else args.precision,
         checkpoint_every=None,
         packing=packing,
+        sparse_dropout=args.sparse_dropout and variant not in ("ours-dense-dropout", "ours-plain"),
         compile={"true": True, "false": False}.get(compiled, compiled),
     )
 
@@ -329,12 +340,46 @@ def child_args(args: argparse.Namespace, variant: str, technique: str, check: bo
         args.check_precision,
         "--packing",
         "true" if args.packing else "false",
+        "--sparse-dropout",
+        "true" if args.sparse_dropout else "false",
         "--compile",
         args.compile,
         "--seed",
         str(args.seed),
         *(["--check"] if check else []),
     ]
+
+
+def shape_gflops(tokens: int, repeats: int = 5) -> float:
+    """bf16 GEMM GFLOP/s at the model's own shapes: each decoder linear's forward (tokens x in
+    @ in x out) and input gradient (tokens x out @ out x in), best of `repeats`, weighted by
+    FLOPs. The floor that this model's matmuls can reach, unlike a 2048^3 GEMM."""
+    import torch
+    from transformers import AutoConfig
+
+    from whichlora.models.loading import resolve_model_path
+
+    config = AutoConfig.from_pretrained(resolve_model_path(MODEL))
+    hidden, inner = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (hidden // config.num_attention_heads)
+    shapes = [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden)]
+    shapes += [(hidden, inner), (hidden, inner), (inner, hidden)]
+    flops = seconds = 0.0
+    for fan_in, fan_out in shapes:
+        weight = torch.randn(fan_out, fan_in, dtype=torch.bfloat16)
+        for left, right in (
+            (torch.randn(tokens, fan_in, dtype=torch.bfloat16), weight.t()),
+            (torch.randn(tokens, fan_out, dtype=torch.bfloat16), weight),
+        ):
+            left @ right
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                left @ right
+                best = min(best, time.perf_counter() - start)
+            flops += 2.0 * tokens * fan_in * fan_out
+            seconds += best
+    return flops / seconds / 1e9
 
 
 def floor_fraction(run: dict[str, Any], gflops: float) -> float:
@@ -373,6 +418,7 @@ def summarize(technique: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str
             "labelled_per_s": median([r["labelled_per_s"] for r in rs]),
             "bf16_floor_fraction": median([r["bf16_floor_fraction"] for r in rs]),
             "fp32_floor_fraction": median([r["fp32_floor_fraction"] for r in rs]),
+            "shape_floor_fraction": median([r.get("shape_floor_fraction", 0.0) for r in rs]),
             "peak_rss_mb": median([r["peak_rss_mb"] for r in rs]),
             "warm_seconds": median([r["warm_seconds"] for r in rs]),
             "seconds_per_step": median(
@@ -389,7 +435,7 @@ def summarize(technique: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str
         out["ratio_met"] = ratio >= GOAL_RATIO
     if ours:
         out["floor_met"] = out["ours"]["bf16_floor_fraction"] >= GOAL_FLOOR
-    for lever in ("ours-eager", "ours-packed", "ours-autocast", "ours-plain"):
+    for lever in VARIANTS[2:]:
         if ours and runs.get(lever):
             out[f"speedup_over_{lever}"] = out["ours"]["tokens_per_s"] / out[lever]["tokens_per_s"]
     return out
@@ -420,6 +466,8 @@ def parent(args: argparse.Namespace) -> int:
         )
     for rep in range(args.reps):
         gemm = machine_throughput("cpu")
+        gemm["bf16_shape_gflops"] = shape_gflops(SHAPE_TOKENS)
+        gemm["shape_tokens"] = SHAPE_TOKENS
         gemm["loadavg"] = loadavg()
         gemms.append(gemm)
         for index, technique in enumerate(techniques):
@@ -432,12 +480,14 @@ def parent(args: argparse.Namespace) -> int:
                     gemm=gemm,
                     bf16_floor_fraction=floor_fraction(run, gemm["bf16_gflops"]),
                     fp32_floor_fraction=floor_fraction(run, gemm["fp32_gflops"]),
+                    shape_floor_fraction=floor_fraction(run, gemm["bf16_shape_gflops"]),
                 )
                 runs[technique][variant].append(run)
                 print(
                     f"[rep {rep}] {technique:8s} {variant:13s} {run['tokens_per_s']:7.1f} tok/s "
                     f"({run['labelled_per_s']:6.1f} labelled) "
-                    f"{run['bf16_floor_fraction']:6.1%} of bf16 floor, warm-up "
+                    f"{run['bf16_floor_fraction']:6.1%} of bf16 floor "
+                    f"({run['shape_floor_fraction']:.0%} at its shapes), warm-up "
                     f"{run['warm_seconds']:.0f} s, rss {run['peak_rss_mb']:.0f} MB, "
                     f"load {run['loadavg_after'][0]}",
                     flush=True,
@@ -462,6 +512,7 @@ def parent(args: argparse.Namespace) -> int:
         "threads",
         "precision",
         "packing",
+        "sparse_dropout",
         "compile",
         "seed",
     ):
@@ -488,6 +539,7 @@ def parent(args: argparse.Namespace) -> int:
                 "timed_steps": args.timed,
                 "reps": args.reps,
                 "packing": args.packing,
+                "sparse_dropout": args.sparse_dropout,
                 "compile": args.compile,
                 "variants": variants,
             },
@@ -522,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
     parser.add_argument("--check-precision", default="fp32", choices=("bf16", "fp32"))
     parser.add_argument("--packing", type=_flag, default=False)
+    parser.add_argument("--sparse-dropout", type=_flag, default=True)
     parser.add_argument("--compile", default="true", choices=("true", "false", "auto"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "long_run.json")

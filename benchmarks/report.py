@@ -43,6 +43,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 LEVER_LABELS = {
     "ours-eager": "compile (vs eager)",
     "ours-packed": "length-grouped batches (vs packed rows)",
+    "ours-dense-dropout": "sparse dropout masks (vs nn.Dropout's)",
     "ours-autocast": "frozen weights cast once (vs autocast at every forward)",
     "ours-plain": "all levers (vs the loop before them)",
 }

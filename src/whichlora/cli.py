@@ -152,14 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", action="append", default=[], metavar="TASK=LANG",
                    help="with --lm-eval: a task's language, where its name does not say "
                    "(repeatable)")  # fmt: skip
-    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
-                   help="margin of practical equivalence in the metric's units (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="error rate per (family, metric), Holm over the techniques (0.05)")
-    p.add_argument("--lower-is-better", action="append", default=[], metavar="METRIC",
-                   help="a metric whose lower values are better (repeatable)")
-    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
-                   help="a metric whose higher values are better (repeatable)")
+    p.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="margin of practical equivalence in the metric's units (repeatable)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="error rate per (family, metric), Holm over the techniques (0.05)",
+    )
+    p.add_argument(
+        "--lower-is-better",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="a metric whose lower values are better (repeatable)",
+    )
+    p.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="a metric whose higher values are better (repeatable)",
+    )
     p.add_argument("--json", help="write one record per comparison to this JSON file")
     return parser
 

@@ -341,8 +341,11 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     current = frame["language"].isin(evaluation_languages(ctx.study))
     # The atlas unit is one per model, cleared whole when redone: what it holds is current.
     atlas = frame["metric"].str.startswith(ATLAS_PREFIX) & (ctx.study.evaluation.atlas is not None)
-    frame = frame[(current & ~frame["metric"].str.startswith(ATLAS_PREFIX)) | atlas
-                  | frame["metric"].str.startswith("harness:")]
+    frame = frame[
+        (current & ~frame["metric"].str.startswith(ATLAS_PREFIX))
+        | atlas
+        | frame["metric"].str.startswith("harness:")
+    ]
     # Metrics with a known direction: the metric table's and lm-eval's (harness:<task>:<metric>).
     known = list(directions(sorted(frame["metric"].unique())))
     frame = frame[frame["metric"].isin(known)]

@@ -257,6 +257,13 @@ class TrainingSpec(Strict):
         "almost no padding and more examples per step. Changes which examples share a step, "
         "so runs are keyed by it",
     )
+    sparse_dropout: bool = Field(
+        False,
+        description="draw the adapters' dropout masks from the gaps between dropped positions: "
+        "the same Bernoulli(p) masks in distribution from ~p as many random numbers (a third "
+        "of a small model's CPU step is dropout otherwise). Other masks for the same seed, "
+        "so runs are keyed by it",
+    )
     compile: bool | Literal["auto"] = Field(
         "auto",
         description="torch.compile each decoder block (compiled code cached under "
@@ -295,6 +302,7 @@ class TrainingSpec(Strict):
         raise ValueError(
             f"checkpoint_every must be a whole number of steps >= 1, 'auto' or null, not {value!r}"
         )
+
     report_to: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list,
         description="log every step (loss, lr, grad norm, tokens/s) to TensorBoard "
@@ -347,9 +355,7 @@ class AtlasSpec(Strict):
     @field_validator("languages")
     @classmethod
     def _languages(cls, languages: Any) -> Any:
-        if isinstance(languages, list) and (
-            not languages or len(set(languages)) != len(languages)
-        ):
+        if isinstance(languages, list) and (not languages or len(set(languages)) != len(languages)):
             raise ValueError("languages must be 'all', a count, or a non-empty list of codes")
         return languages
 
@@ -472,9 +478,7 @@ class Study(Strict):
         description="every technique's size: one of rank, trainable_params, fraction",
     )
     data: DataSpec = Field(default_factory=DataSpec, description="the training data")
-    training: TrainingSpec = Field(
-        default_factory=TrainingSpec, description="how every run trains"
-    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="how every run trains")
     evaluation: EvaluationSpec = Field(
         default_factory=EvaluationSpec,
         description="what the base and every run are scored on, in which languages",

@@ -61,7 +61,12 @@ NOT_IN_TRAIN_KEY = frozenset(
 )
 # Fields added after studies were run, keyed only when they differ from the value every earlier
 # run had, so a finished study keeps its keys (e.g. precision "auto" resolves to fp32 on CPU).
-KEYED_UNLESS_DEFAULT = {"precision": DEFAULT_PRECISION, "processes": 1, "packing": False}
+KEYED_UNLESS_DEFAULT = {
+    "precision": DEFAULT_PRECISION,
+    "processes": 1,
+    "packing": False,
+    "sparse_dropout": False,
+}
 # Since the loss of a step is normalised by the labelled tokens of its whole global batch, a run
 # with several micro-batches per step weighs them by their tokens, not equally: its result
 # changed, so its key says so. A one-micro-batch step is unchanged to the bit, and so is its key.

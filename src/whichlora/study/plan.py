@@ -80,6 +80,7 @@ def train_request(
         ),
         gradient_checkpointing=training.gradient_checkpointing,
         packing=training.packing,
+        sparse_dropout=training.sparse_dropout,
         compile=training.compile,
         processes=training.processes,
         stall_timeout=training.stall_timeout,  # never in a result key: changes nothing

@@ -138,9 +138,7 @@ def evaluate_stage(
         for run in trained
         if run.run_id in selected and only in (None, run.run_id)
     ]
-    executor.evaluate(
-        ctx, [job for job in second if job[1]], progress=progress, embed=selected
-    )
+    executor.evaluate(ctx, [job for job in second if job[1]], progress=progress, embed=selected)
 
 
 def analyze_step(ctx: StudyContext, *, progress: bool = True, executor: Executor) -> None:

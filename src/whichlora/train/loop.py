@@ -49,6 +49,7 @@ from whichlora.train.checkpoint import (
 )
 from whichlora.train.compiling import CompilePolicy, compiled_layers
 from whichlora.train.distributed import SINGLE, World, train_in_processes
+from whichlora.train.dropout import use_sparse_dropout
 from whichlora.train.loss import (
     batch_losses,
     check_packing,
@@ -207,6 +208,8 @@ def train_adapter(
         model = get_peft_model(model, config)
         if technique.after_build is not None:  # DoRA: its weight norm without full-size copies
             technique.after_build(model)
+        if request.sparse_dropout:  # same masks in law, ~p as many random numbers (dropout.py)
+            use_sparse_dropout(model)
         device = next(p.device for p in model.parameters() if p.requires_grad)
         precision = resolve_precision(request.precision, device.type)
         scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise

@@ -46,6 +46,10 @@ class TrainRequest:
     # rows per micro-batch (train/batching.py): little padding, more examples per step. Changes
     # which examples share a step, so it is in the train key (unless off, as every earlier run).
     packing: bool = False
+    # Adapter dropout masks drawn by the gaps between dropped positions (train/dropout.py): the
+    # same distribution from ~p as many random numbers, other masks for the same seed. Keyed
+    # when on.
+    sparse_dropout: bool = False
     # Regional torch.compile of the decoder blocks (train/compiling.py): True, False or "auto"
     # (only when the run's measured steps say it pays). Same results within bf16 rounding: not
     # in a key.
