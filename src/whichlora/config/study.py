@@ -218,6 +218,12 @@ class TrainingSpec(Strict):
     learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         None, description="sweep: best per technique on the validation split"
     )
+    sweep_seeds: list[int] | None = Field(
+        None,
+        description="with learning_rates: the seeds the sweep runs on; a technique's other seeds "
+        "run only at the rate its sweep chose on validation NLL, once the sweep is validated "
+        "(default: every seed runs every rate)",
+    )
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.1, description="share of the steps spent warming the learning rate up"
     )
@@ -256,6 +262,12 @@ class TrainingSpec(Strict):
         "(batch_size rows a step; positions restart and attention stays inside each example): "
         "almost no padding and more examples per step. Changes which examples share a step, "
         "so runs are keyed by it",
+    )
+    validate_every: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="every N optimizer steps and after the last, log the mean response NLL of "
+        "the validation examples: the learning curve the report draws (shows whether runs are "
+        "long enough). Costs a forward over the validation split each time; not in any key",
     )
     sparse_dropout: bool = Field(
         False,
@@ -314,6 +326,11 @@ class TrainingSpec(Strict):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         return _check_seeds(seeds)
+
+    @field_validator("sweep_seeds")
+    @classmethod
+    def _sweep_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _check_seeds(seeds)
 
     @field_validator("learning_rates")
     @classmethod

@@ -17,7 +17,7 @@ from whichlora.report.document import (
     Table,
     cell_classes,
 )
-from whichlora.report.figures import loss_figure, smoothing_window
+from whichlora.report.figures import curve_figure, loss_figure, smoothing_window
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.layers import (
     ALIGNMENT_TITLES,
@@ -194,6 +194,18 @@ def training_section(inputs: ReportInputs) -> Section:
                 loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
                 caption + ".",
                 "Line plot of training loss per step for each run",
+            )
+        )
+    curve = inputs.training.get("validation_nll")
+    if curve is not None and curve.notna().any():
+        section.blocks.append(
+            Figure(
+                "learning_curve",
+                curve_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
+                "Validation NLL (mean over the validation examples of each example's mean "
+                "response-token NLL) at every step the runs logged it (training.validate_every): "
+                "where the curves have flattened, the runs were long enough.",
+                "Line plot of validation NLL per logged step for each run",
             )
         )
     section.blocks.append(Heading("Runs and failures"))

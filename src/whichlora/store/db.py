@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS training (
     grad_norm REAL,
     tokens INTEGER,
     seconds REAL,
+    validation_nll REAL,           -- at the steps training.validate_every names, else NULL
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS costs (
@@ -167,6 +168,9 @@ class Store:
         for column in ADDED_COST_COLUMNS:  # a store from before per-run peaks: NULL in old rows
             if column not in costs:
                 self._conn.execute(f"ALTER TABLE costs ADD COLUMN {column} REAL")
+        training = {r[1] for r in self._conn.execute("PRAGMA table_info(training)")}
+        if "validation_nll" not in training:  # a store from before learning curves
+            self._conn.execute("ALTER TABLE training ADD COLUMN validation_nll REAL")
         for name, kind in (("tokens", "INTEGER"), ("flops", "REAL")):
             if name not in columns:  # a store from before FLOP floors: those units count none
                 self._conn.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")

@@ -57,6 +57,7 @@ NOT_IN_TRAIN_KEY = frozenset(
         "gradient_checkpointing",  # recomputes the same activations: same gradients (tested)
         "compile",  # the same step, fused: equal within bf16 rounding (tested)
         "stall_timeout",  # when a stalled run is given up: never what it computes
+        "validate_every",  # a learning curve read beside the training: never what it trains
     }
 )
 # Fields added after studies were run, keyed only when they differ from the value every earlier

@@ -295,6 +295,7 @@ RESULT_NEUTRAL = (
     "gradient_checkpointing",
     "compile",
     "stall_timeout",
+    "validate_every",
 )
 
 

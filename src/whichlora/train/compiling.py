@@ -92,6 +92,21 @@ class CompilePolicy:
 
 
 @contextmanager
+def eager_layers(model: Any) -> Iterator[None]:
+    """Run the repeated blocks eager while the context lasts (compiled again after): for the
+    occasional forward of another kind, which would otherwise compile the blocks again."""
+    blocks = repeated_blocks(model)
+    kept = [block._compiled_call_impl for block in blocks]
+    for block in blocks:
+        block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, compiled in zip(blocks, kept, strict=True):
+            block._compiled_call_impl = compiled
+
+
+@contextmanager
 def compiled_layers(model: Any, static_shapes: bool = False) -> Iterator[int]:
     """Compile every repeated block in place while the context lasts (yields how many); undone
     after, so the model handed back is the eager one. A batch's rows and length vary from step

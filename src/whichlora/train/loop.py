@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from whichlora.train.checkpoint import (
     request_fingerprint,
 )
 from whichlora.train.compiling import CompilePolicy, compiled_layers
+from whichlora.train.curve import validation_nll
 from whichlora.train.distributed import SINGLE, World, train_in_processes
 from whichlora.train.dropout import use_sparse_dropout
 from whichlora.train.loss import (
@@ -126,6 +127,7 @@ def train_adapter(
     loaded: LoadedModel | None = None,
     on_step: Callable[[int, float], None] | None = None,
     world: World | None = None,
+    validation: Sequence[Record] = (),
 ) -> dict[str, Any]:
     """Train and save `out_dir/adapter` plus `out_dir/train_log.json`; return the log.
 
@@ -139,12 +141,17 @@ def train_adapter(
 
     With `request.processes` > 1 the run is started as that many processes (train/distributed.py,
     each one calls this with its `world`); only the first writes anything.
+
+    With `request.validate_every`, the mean NLL of the `validation` records is logged with
+    every N-th step and the last (train/curve.py): the learning curve.
     """
     import torch
     from peft import get_peft_model
 
     if request.processes > 1 and world is None:
-        return train_in_processes(request, records, out_dir, on_step, train_adapter)
+        return train_in_processes(
+            request, records, out_dir, on_step, train_adapter, validation=validation
+        )
     world = world or SINGLE
     memory = PeakMemory()  # this run's own peaks, not the process's so far (train/memory.py)
     if request.threads:
@@ -185,6 +192,11 @@ def train_adapter(
         # masks are replayed in the recomputation (RNG state preserved): same gradients.
         enable_activation_checkpointing(model)
     pad_id = pad_token(tokenizer)
+    curve_examples = (
+        encode_records(tokenizer, list(validation), request.max_length, request.response_only_loss)
+        if request.validate_every and world.main
+        else []
+    )
     global_batch = request.batch_size * world.size  # per micro-batch, over the processes
     output = atomic_directory(out_dir) if world.main else nullcontext(None)
     with output as scratch, tracking, ExitStack() as training_only:
@@ -356,6 +368,12 @@ def train_adapter(
                     "seconds": time.perf_counter() - step_start,
                 }
             )
+            if curve_examples and (
+                (step + 1) % request.validate_every == 0 or step + 1 == request.steps
+            ):  # the learning curve (train/curve.py), outside the step's own seconds
+                steps[-1]["validation_nll"] = validation_nll(
+                    model, curve_examples, pad_id, request.batch_size, precision
+                )
             attempt = time.perf_counter() - started
             if world.main and checkpoints.due(step + 1, attempt):
                 checkpoints.save(

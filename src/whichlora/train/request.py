@@ -50,6 +50,10 @@ class TrainRequest:
     # same distribution from ~p as many random numbers, other masks for the same seed. Keyed
     # when on.
     sparse_dropout: bool = False
+    # Every N optimizer steps (and after the last) the mean response NLL of the study's
+    # validation examples is logged with the step: the run's learning curve. Evaluated in eval
+    # mode with no random draws, so it never changes what is trained: in no key.
+    validate_every: int | None = None
     # Regional torch.compile of the decoder blocks (train/compiling.py): True, False or "auto"
     # (only when the run's measured steps say it pays). Same results within bf16 rounding: not
     # in a key.
