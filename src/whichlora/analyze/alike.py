@@ -12,17 +12,21 @@ The quantity, per (technique T, layer) over the seeds T shares with the baseline
 how much further T's model of seed s sits from an independent LoRA model (seed s') than LoRA's
 own model of seed s does. Seed s is the block (both saw the same data order, as in the verdicts),
 L_s' the reference; T_s and L_s never share the reference's seed, so a T identical to L gives
-D = 0 in expectation. The estimate is the mean over seeds of D_s = mean_s' D(s, s').
+D = 0 in expectation. The estimate is the mean over seeds of D_s = mean_s' D(s, s'). It counts
+the technique's own extra seed-to-seed scatter too: a technique whose models scatter more than
+LoRA's sits further from any one LoRA model, which is what "alike" is about; the payload's
+floor_technique (T against itself across seeds) shows when that is the reason.
 
 - Seed part of the variance: Var(D_s) / S, df S - 1 (the seed is the unit of replication; never
   pooled over techniques or layers, whose seed noise differs).
 - Sentence part: delete-a-group jackknife over parallel sentences (a sentence and all its
   translations leave together), for how much the estimate depends on which sentences were used.
   df by Welch-Satterthwaite, with the seed part at its 90% upper bound as in the verdicts.
-- Tests, one-sided because a technique cannot be "too alike": alike when the difference is
-  below the margin (H0: theta >= margin), differs when it is above 0 (H0: theta <= 0). Holm over
-  every (technique, layer) of a pooling, separately for each test; alike wins when both hold
-  (a detectable excess inside the margin), else differs, else cannot tell.
+- Tests, one-sided because a technique cannot be "too alike" (the 90% interval's ends are the
+  two tests before Holm): alike when the difference is below the margin (H0: theta >= margin),
+  differs when it is above 0 (H0: theta <= 0). Holm over every (technique, layer) of a
+  pooling, separately for each test; alike wins when both hold (a detectable excess inside the
+  margin), else differs, else cannot tell.
 - A claim needs >= 2 seeds shared with the baseline (so both have a seed floor); short of that
   the answer is "cannot tell" with what would settle it.
 """
@@ -175,7 +179,8 @@ def _mean_distance(
     values = [cka.get(pair) for pair in pairs]
     if not values or any(v is None for v in values):
         return None
-    return float(np.mean([1.0 - v for v in values if v is not None]))
+    # 1 - CKA >= 0; float rounding can leave -1e-16 for identical vectors
+    return float(np.mean([max(1.0 - v, 0.0) for v in values if v is not None]))
 
 
 def _upper(variance: float, df: float) -> float:
@@ -339,7 +344,7 @@ def _verdict(row: Mapping[str, Any], alpha: float, n_tests: int) -> tuple[str, s
             note += f"; {baseline} moved this layer from the base by only {drift:.3g}"
         return ALIKE, note
     if row["p_differs_holm"] < alpha:
-        return DIFFERS, f"{ci} lies above LoRA's seed floor"
+        return DIFFERS, f"{ci} lies above {baseline}'s seed floor"
     why = []
     if lo > 0 or hi < m:
         why.append(f"{ci} decides it alone, but not after Holm over {n_tests} tests")
