@@ -27,6 +27,7 @@ from whichlora.report.layers import (
     ALIGNMENT_YLABELS,
     CKA_TITLES,
     CKA_YLABELS,
+    MIN_CONTROL_SENTENCES,
     alike_figure,
     alike_frame,
     alike_strip,
@@ -110,6 +111,14 @@ def layers_section(inputs: ReportInputs, doc: Document) -> Section:
             )
         )
         doc.exports["layer_alignment"] = lines
+        n = inputs.study.analysis.sentences_per_language
+        if n < MIN_CONTROL_SENTENCES and "probe_selectivity" in set(lines["measure"]):
+            section.note(
+                f"Only {n} parallel sentences per language: too few for the probe to learn its "
+                "control task, so the selectivity mostly mirrors the probe. Set "
+                f"analysis.sentences_per_language to {MIN_CONTROL_SENTENCES} or more (the "
+                "bundled sentences have 60; analysis.parallel: udhr has 30 articles)."
+            )
     section.blocks.extend(_alike_blocks(inputs, pooling))
     return section
 

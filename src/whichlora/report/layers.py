@@ -27,6 +27,10 @@ ALIGNMENT_YLABELS = {
     "probe": "language-ID probe accuracy (share)",
     "probe_selectivity": "probe − control-task accuracy",
 }
+# Below this many parallel sentences per language the control task's labels (one per sentence)
+# are too few to learn across translations: measured on SmolLM2-135M, its accuracy stayed at
+# chance (0.10-0.23 for 5 languages) with 6 sentences and rose to 0.23-0.31 with 60 (docs/alike.md).
+MIN_CONTROL_SENTENCES = 30
 ALIKE_ORDER = ("alike", "cannot tell", "differs")
 ALIKE_COLORS = {"alike": "#009E73", "cannot tell": "#BBBBBB", "differs": "#D55E00"}
 ALIKE_SYMBOLS = {"alike": "=", "cannot tell": "?", "differs": "≠"}
