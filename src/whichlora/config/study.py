@@ -452,7 +452,8 @@ class AnalysisSpec(Strict):
     margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="margin of practical equivalence per metric, in its own units, e.g. "
-        "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md",
+        "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md; "
+        "cka (default 0.01) is the margin of the per-layer alike test (docs/alike.md)",
     )
     primary_metric: str = Field(
         "nll",

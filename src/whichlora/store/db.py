@@ -111,6 +111,14 @@ CREATE TABLE IF NOT EXISTS verdicts (
     payload TEXT NOT NULL,         -- the whole comparison (estimate, interval, p-values...) as JSON
     PRIMARY KEY (family, metric, technique)
 );
+CREATE TABLE IF NOT EXISTS alike (
+    technique TEXT NOT NULL,       -- a technique's label, compared with the baseline's
+    pooling TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    verdict TEXT NOT NULL,         -- alike | differs | cannot tell (analyze/alike.py)
+    payload TEXT NOT NULL,         -- estimate, interval, p-values, seed floors, note as JSON
+    PRIMARY KEY (technique, pooling, layer)
+);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -312,9 +320,20 @@ class Store:
         key: str | None = None,
     ) -> None:
         """Replace a whole study-level table (analysis, significance) and mark the stage done."""
+        self.replace_tables({table: rows}, stage, seconds, key)
+
+    def replace_tables(
+        self,
+        tables: dict[str, Iterable[dict[str, Any]]],
+        stage: str,
+        seconds: float | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Replace several study-level tables in one transaction and mark the stage done."""
         with self.transaction() as db:
-            db.execute(f"DELETE FROM {table}")
-            self._insert(db, table, list(rows))
+            for table, rows in tables.items():
+                db.execute(f"DELETE FROM {table}")
+                self._insert(db, table, list(rows))
             db.execute(
                 "INSERT OR REPLACE INTO units (run_id, stage, status, key, seconds) "
                 "VALUES ('study', ?, 'done', ?, ?)",
