@@ -56,7 +56,8 @@ def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
         k: v
         for k, v in asdict(run.request).items()
         if k
-        not in NOT_IN_TRAIN_KEY | {"precision", "gradient_checkpointing", "processes", "packing"}
+        not in NOT_IN_TRAIN_KEY
+        | {"precision", "gradient_checkpointing", "processes", "packing", "sparse_dropout"}
     }
     expected = digest(
         {
