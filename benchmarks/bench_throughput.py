@@ -158,8 +158,8 @@ def check_same_loss(base: Any, records: list[Any], max_length: int) -> dict[str,
     model = get_peft_model(fresh(base).model, REGISTRY["lora"].build_config(settings))
     model.eval()
     with torch.no_grad():
-        full = batch_losses(model, batch, False)[1]
-        keep = batch_losses(model, batch, head_on_label_positions(model))[1]
+        full = float(batch_losses(model, batch, False)[1])
+        keep = float(batch_losses(model, batch, head_on_label_positions(model))[1])
     return {"full_logits_loss": full, "label_positions_loss": keep, "abs_diff": abs(full - keep)}
 
 

@@ -40,6 +40,122 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 # --------------------------------------------------------------------------- sections
 
+LEVER_LABELS = {
+    "ours-eager": "compile (vs eager)",
+    "ours-packed": "length-grouped batches (vs packed rows)",
+    "ours-dense-dropout": "sparse dropout masks (vs nn.Dropout's)",
+    "ours-autocast": "frozen weights cast once (vs autocast at every forward)",
+    "ours-plain": "all levers (vs the loop before them)",
+}
+
+
+def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
+    """The first table: ours vs HF Trainer + PEFT vs the FLOP floor, per technique."""
+    lines = ["## Long runs: whichlora vs HF Trainer + PEFT, and the FLOP floor", ""]
+    if data is None:
+        return [], lines + ["Not run (`benchmarks/bench_long_run.py`).", ""]
+    s, summary = data["settings"], data["summary"]
+    gemm = data["gemm"]
+    loads = _loads_in(data["runs"])
+    bf16 = ", ".join(f"{g['bf16_gflops']:.0f}" for g in gemm)
+    fp32 = ", ".join(f"{g['fp32_gflops']:.0f}" for g in gemm)
+    lines += [
+        f"`{data['command']}`: {s['model']}, bundled instructions in {', '.join(s['languages'])} "
+        f"(encoded once by whichlora: same tokens, response-only labels), rank {s['rank']}, "
+        f"dropout {s['dropout']}, batch {s['batch']} x up to {s['max_length']} tokens, "
+        f"{s['precision']} autocast on both sides, {s['threads']} threads; {s['warm_steps']} "
+        f"warm-up + {s['timed_steps']} timed steps per fresh process, the variants alternating "
+        f"over {s['reps']} repetition(s). Ours: packing {'on' if s['packing'] else 'off'}, "
+        f'compile {s["compile"]}. The Trainer: `train_sampling_strategy="group_by_length"`, '
+        "`bf16=True`, padding to a multiple of 8, its default fused AdamW. Tokens/s: "
+        "non-padding tokens of the timed steps over their wall time (step end to step end); "
+        "floor: the timed steps' matmul FLOPs (4 per base weight per token, the LM head at "
+        "labelled positions, 6 per adapter weight) at the bf16 GEMM speed measured at the "
+        f"start of each repetition ({bf16} GFLOP/s; fp32 {fp32}). 1-minute load average "
+        f"during the runs: {_load_range([[v] for v in loads])}.",
+        "",
+    ]
+    table = []
+    rows: list[Row] = []
+    for technique, t in summary.items():
+        ours, peer = t.get("ours"), t.get("trainer")
+        if ours is None:
+            continue
+        check = data.get("loss_check", {}).get(technique)
+        check_text = (
+            f"{check['max_abs_difference']:.3f} over {check['steps']} steps" if check else "-"
+        )
+        table.append(
+            [
+                technique,
+                f"{ours['tokens_per_s']:.0f} ({ours['labelled_per_s']:.0f})",
+                f"{peer['tokens_per_s']:.0f} ({peer['labelled_per_s']:.0f})" if peer else "-",
+                f"**{t['ratio']:.2f}x**" if peer else "-",
+                f"{ours['bf16_floor_fraction']:.0%} ({ours['fp32_floor_fraction']:.0%})",
+                f"{peer['bf16_floor_fraction']:.0%}" if peer else "-",
+                f"{ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f}" if peer else "-",
+                f"{ours['warm_seconds']:.0f} / {peer['warm_seconds']:.0f}" if peer else "-",
+                check_text,
+            ]
+        )
+        if peer:
+            rows.append(
+                (
+                    f"long run tokens/s vs HF Trainer, {technique}",
+                    f"{ours['tokens_per_s']:.0f}",
+                    f"{peer['tokens_per_s']:.0f}",
+                    f"{t['ratio']:.2f}",
+                    f">= {data['goal']['ratio']}",
+                    _met(t["ratio_met"]),
+                    data["command"],
+                )
+            )
+        rows.append(
+            (
+                f"long run, fraction of the bf16 FLOP floor, {technique}",
+                f"{ours['bf16_floor_fraction']:.0%}",
+                f"{peer['bf16_floor_fraction']:.0%}" if peer else "-",
+                "-",
+                f">= {data['goal']['floor_fraction']:.0%}",
+                _met(t["floor_met"]),
+                data["command"],
+            )
+        )
+    lines += _table(
+        [
+            "technique",
+            "ours tokens/s (labelled)",
+            "Trainer tokens/s (labelled)",
+            "ours / Trainer",
+            "ours of bf16 floor (fp32)",
+            "Trainer of bf16 floor",
+            "peak RSS MB ours / Trainer",
+            "warm-up s ours / Trainer",
+            "loss, same batches: max abs diff",
+        ],
+        table,
+    )
+    levers = [
+        [technique, LEVER_LABELS[v], f"{t[f'speedup_over_{v}']:.2f}x"]
+        for technique, t in summary.items()
+        for v in LEVER_LABELS
+        if f"speedup_over_{v}" in t
+    ]
+    if levers:
+        lines += ["", "Each lever, ours with it against ours without, same run:", ""]
+        lines += _table(["technique", "lever", "tokens/s with / without"], levers)
+    if data.get("loss_check"):
+        check = next(iter(data["loss_check"].values()))
+        within = all(c["within"] for c in data["loss_check"].values())
+        lines += [
+            "",
+            "Loss check: ours (unpacked) and the Trainer fed exactly our batches, dropout 0, "
+            f"{check.get('precision', 'bf16')}, {check['steps']} steps; per-step losses "
+            f"{'agree' if within else '**do not all agree**'} within {check['tolerance']} "
+            "(largest differences in the table).",
+        ]
+    return rows, [*lines, ""]
+
 
 def train_step(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     lines = ["## 1. Training step: train_adapter vs a minimal PEFT loop", ""]
@@ -821,6 +937,7 @@ def load_sentence(results: list[dict[str, Any]], cpus: Any) -> str:
 
 
 RESULT_NAMES = (
+    "long_run",
     "train_step",
     "throughput",
     "throughput_1thread",
@@ -836,6 +953,7 @@ RESULT_NAMES = (
 
 
 def write_report(out: Path) -> None:
+    first = long_run(_load("long_run"))
     sections = [
         train_step(_load("train_step")),
         throughput(_load("throughput"), _load("throughput_1thread"), _load("profile")),
@@ -866,10 +984,10 @@ def write_report(out: Path) -> None:
         f"Python {machine.get('python', '?')}. Rebuild this file from the results with "
         f"`{command_line('run_all.py', '--report-only')}`.",
         "",
-        "## Summary",
-        "",
     ]
-    rows = [row for section_rows, _ in sections for row in section_rows]
+    lines += first[1]
+    lines += ["## Summary", ""]
+    rows = [row for section_rows, _ in (first, *sections) for row in section_rows]
     lines += _table(
         ["what", "ours", "peer", "ratio", "goal", "met?", "reproduce"],
         [[*row[:6], f"`{row[6]}`"] for row in rows],

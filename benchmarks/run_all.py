@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "techniques": ["bench_techniques.py", "--repeats", "3"],
     "run_scoring": ["bench_run_scoring.py", "--reps", "3", "--conversion"],
     "train_precision": ["bench_train_precision.py", "--reps", "2"],
+    "long_run": ["bench_long_run.py"],
     "quickstart": ["bench_quickstart.py"],
 }
 

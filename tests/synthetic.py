@@ -89,6 +89,7 @@ def _fill(ctx: StudyContext, spec: SyntheticSpec, rng: np.random.Generator) -> N
     store.set_kv("selected_runs", sorted(r.run_id for r in done))
     if spec.analysis:
         store.replace_table("analysis", _analysis(ctx, spec, done, rng), "analyze")
+        store.replace_table("alike", _alike(ctx, spec, done, rng), "analyze-measures")
     if spec.significance:
         store.replace_table("significance", _significance(ctx, source), "significance")
         store.replace_table("verdicts", _verdicts(ctx, source), "analyze-verdicts")
@@ -225,6 +226,15 @@ def _analysis(
                         "value": 1 - 0.3 * mid - pull,
                     }
                 )
+                rows.append(
+                    {
+                        **key,
+                        "measure": "probe_selectivity",
+                        "language": "",
+                        "other": "",
+                        "value": 0.8 - 0.4 * mid - pull,
+                    }
+                )
                 if run_id != "base":
                     cka = 1 - pull * depth * 1.5 + rng.normal(0, 0.005)
                     rows.append(
@@ -240,6 +250,27 @@ def _analysis(
                         }
                     )
     return rows
+
+
+def _alike(
+    ctx: StudyContext, spec: SyntheticSpec, runs: list[Any], rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """The real alike rows on made-up hidden states: each technique moves the base's states
+    along its own direction, more in deeper layers, plus seed noise."""
+    from whichlora.analyze.alike import alike_rows
+    from whichlora.analyze.representations import Representations
+
+    langs, n, dim = list(spec.evaluated), 8, 12
+    x0 = rng.normal(size=(spec.layers + 1, len(langs) * n, dim))
+    direction = {t: rng.normal(size=(dim, dim)) / dim**0.5 for t in spec.techniques}
+    reps = {"base": Representations(langs, n, {"mean": x0, "last": x0})}
+    for run in runs:
+        depth = np.linspace(0, 1, spec.layers + 1)[:, None, None]
+        moved = x0 @ (direction[run.technique] + 0.05 * rng.normal(size=(dim, dim)))
+        x = x0 + depth * moved
+        reps[run.run_id] = Representations(langs, n, {"mean": x, "last": x})
+    labels = {r.run_id: (r.label, r.seed) for r in runs}
+    return alike_rows(reps, labels, ctx.study.analysis.baseline, ["mean", "last"])
 
 
 def _significance(ctx: StudyContext, source: str) -> list[dict[str, Any]]:

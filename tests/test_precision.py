@@ -55,7 +55,9 @@ def test_auto_precision_on_cpu_keeps_the_keys_of_studies_run_before_it(
     before = {
         k: v
         for k, v in asdict(run.request).items()
-        if k not in NOT_IN_TRAIN_KEY | {"precision", "gradient_checkpointing", "processes"}
+        if k
+        not in NOT_IN_TRAIN_KEY
+        | {"precision", "gradient_checkpointing", "processes", "packing", "sparse_dropout"}
     }
     expected = digest(
         {
@@ -218,6 +220,50 @@ def test_float32_attention_builds_the_same_padding_mask_as_sdpa(
     assert not torch.allclose(unmasked[0], plain[0])
     with float32_attention(model, "fp32", "cpu") as active:
         assert not active and model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("technique", ["lora", "dora"])
+def test_frozen_linears_cast_once_give_autocasts_results_to_the_bit(
+    technique: str, fresh_model: Any, probe_batch: dict[str, Any]
+) -> None:
+    """The frozen weights' bf16 copies are what autocast would cast them to at every forward:
+    same loss, same gradients, exactly (DoRA also reads the float32 weight for its norm). After
+    the context the layers are plain nn.Linear again."""
+    from peft import get_peft_model
+
+    from whichlora.techniques import AdapterSettings
+    from whichlora.train.loss import batch_losses
+    from whichlora.train.precision import HALF_WEIGHT, half_frozen_linears
+
+    torch.manual_seed(0)
+    config = REGISTRY[technique].build_config(AdapterSettings(rank=4, dropout=0.0))
+    model = get_peft_model(fresh_model().model, config)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+
+    def loss_and_grads() -> tuple[Any, list[Any]]:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            objective, _ = batch_losses(model, probe_batch, True)
+        objective.backward()
+        return objective.detach(), [p.grad for p in model.parameters() if p.requires_grad]
+
+    plain = loss_and_grads()
+    with half_frozen_linears(model, "bf16") as patched:
+        assert patched > 0
+        cast_once = loss_and_grads()
+        # several processes: DDP must not broadcast the copies at every forward
+        copies = {n for n, _ in model.named_buffers() if n.endswith(HALF_WEIGHT)}
+        assert len(copies) == patched
+        assert set(model._ddp_params_and_buffers_to_ignore) == copies
+    assert torch.equal(cast_once[0], plain[0])
+    assert all(torch.equal(a, b) for a, b in zip(cast_once[1], plain[1], strict=True))
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert all("forward" not in m.__dict__ and HALF_WEIGHT not in m._buffers for m in linears)
+    assert not hasattr(model, "_ddp_params_and_buffers_to_ignore")
+    with half_frozen_linears(model, "fp32") as patched:
+        assert patched == 0
 
 
 # ------------------------------------------------------------------ gradient checkpointing

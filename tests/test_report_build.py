@@ -37,6 +37,7 @@ FIGURES = {
     "similarity_change",
     "cka_to_base",
     "alignment",
+    "alike",
     "training_loss",
 }
 
@@ -82,6 +83,8 @@ def test_writes_every_output(full: tuple[StudyContext, Path]) -> None:
         "layer_similarity",
         "layer_cka",
         "layer_alignment",
+        "alike",
+        "alike_summary",
     }
     assert expected <= csvs
     for name in csvs:  # every export reads back with the same rows in both formats
@@ -342,7 +345,8 @@ def test_the_report_opens_with_the_decision(full: tuple[StudyContext, Path]) -> 
     verdicts = pd.read_csv(ctx.study_dir / "report" / "tables" / "verdicts.csv")
     stored = ctx.store.query("SELECT COUNT(*) FROM verdicts")[0][0]
     assert len(verdicts) == stored > 0
-    assert text.count('<details class="table">') == 2  # every comparison; the rank-test view
+    # every comparison; the rank-test view; every layer alike or not (inside the model)
+    assert text.count('<details class="table">') == 3
     for row in decision.itertuples():  # a word never contradicts its interval
         if row.verdict == "equivalent":
             assert -row.margin < row.estimate < row.margin

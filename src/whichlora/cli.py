@@ -152,14 +152,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", action="append", default=[], metavar="TASK=LANG",
                    help="with --lm-eval: a task's language, where its name does not say "
                    "(repeatable)")  # fmt: skip
-    p.add_argument("--margin", action="append", default=[], metavar="METRIC=VALUE",
-                   help="margin of practical equivalence in the metric's units (repeatable)")
-    p.add_argument("--alpha", type=float, default=0.05,
-                   help="error rate per (family, metric), Holm over the techniques (0.05)")
-    p.add_argument("--lower-is-better", action="append", default=[], metavar="METRIC",
-                   help="a metric whose lower values are better (repeatable)")
-    p.add_argument("--higher-is-better", action="append", default=[], metavar="METRIC",
-                   help="a metric whose higher values are better (repeatable)")
+    p.add_argument(
+        "--margin",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="margin of practical equivalence in the metric's units (repeatable)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="error rate per (family, metric), Holm over the techniques (0.05)",
+    )
+    p.add_argument(
+        "--lower-is-better",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="a metric whose lower values are better (repeatable)",
+    )
+    p.add_argument(
+        "--higher-is-better",
+        action="append",
+        default=[],
+        metavar="METRIC",
+        help="a metric whose higher values are better (repeatable)",
+    )
     p.add_argument("--json", help="write one record per comparison to this JSON file")
     return parser
 
@@ -340,6 +359,7 @@ def cmd_data_show(args: argparse.Namespace) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> None:
     from whichlora.study.context import open_study
+    from whichlora.study.plan import waiting_for_sweep
     from whichlora.study.status import unit_estimates, unit_states
 
     ctx = open_study(args.study, args.out, readonly=True)
@@ -347,6 +367,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         states = unit_states(ctx)
         seconds = unit_estimates(ctx, states)
         train, _ = ctx.data()
+        waiting = waiting_for_sweep(ctx.study, ctx.sweep_choices())
     finally:
         ctx.close()
     where = "" if (ctx.study_dir / "results.sqlite").is_file() else " (not created yet)"
@@ -370,6 +391,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
         "(estimated from this study's finished units where it has some, else from FLOPs), plus "
         "analysis and report"
     )
+    if waiting:
+        print(
+            f"{len(waiting)} more run(s) start once their technique's sweep is validated, at "
+            f"the rate it chose (training.sweep_seeds): {', '.join(waiting)}"
+        )
     if counts["stale"]:
         print(
             "stale units were finished with other settings: `whichlora run` redoes them (and "

@@ -13,6 +13,7 @@ import numpy as np
 from whichlora.errors import WhichloraError
 
 __all__ = [
+    "control_labels",
     "cosine_similarity_matrix",
     "linear_cka",
     "mean_similarity_to",
@@ -244,3 +245,19 @@ def probe_accuracy(
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     scores = cross_val_score(model, x, y, cv=cv, scoring="accuracy")
     return float(np.mean(scores))
+
+
+def control_labels(n_languages: int, n_per_language: int, seed: int = 0) -> np.ndarray:
+    """Control task for the language-ID probe (Hewitt & Liang 2019): one random label per
+    parallel sentence, shared by all its translations, drawn from as many classes as there are
+    languages and balanced over them. Rows are grouped by language, sentence i at offset i.
+
+    The same probe fits these labels only by recognising a sentence across its translations
+    (what it learnt from the other languages' copies), never by telling languages apart, so
+    selectivity = language-ID accuracy - control accuracy is high where a layer keeps languages
+    apart and carries little shared content, and falls where it represents translations alike.
+    """
+    k = max(min(n_languages, n_per_language), 1)
+    per_sentence = np.random.default_rng(seed).permutation(np.arange(n_per_language) % k)
+    return np.tile(per_sentence, n_languages).astype(str)
+

@@ -11,8 +11,14 @@ model (run_id 'base' or a run), pooling and hidden-state layer (0 = embeddings):
 - sim_to_source: same, for each language vs the source language (`other`);
 - retrieval_to_source: centred nearest-neighbour retrieval accuracy `language` -> `other`=source;
 - probe: cross-validated language-ID probe accuracy (language '' other ''), on a subset of layers;
+- probe_control, probe_selectivity: the same probe on its control task (a random label per
+  parallel sentence, measures.control_labels) and probe - probe_control, on the same layers;
 - cka_base, cka_base_unbiased: linear / unbiased CKA of a run vs the base (runs only, '' '');
 - cka_pair: linear CKA between two runs, run_id 'a|b' with a < b ('' '').
+
+Rows written to `alike` (technique, pooling, layer, verdict, payload), in the same transaction:
+whether each technique's representations are alike LoRA's at each layer, against LoRA's seed
+floor (analyze/alike.py).
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from whichlora.analyze.alike import DEFAULT_CKA_MARGIN, MARGIN_KEY, alike_rows
 from whichlora.analyze.measures import (
+    control_labels,
     cosine_similarity_matrix,
     linear_cka,
     mean_similarity_to,
@@ -72,7 +80,9 @@ ANALYSIS_VERSION = 2  # 2: verdicts table
 # Probe budget: the language-ID probe (5-fold logistic regression) dominates measure time. Its
 # cost is estimated from the problem size alone (not timed), so the probed layers are the same on
 # every machine and a recomputed study writes identical rows. Measured with one BLAS thread:
-# ~0.4 s for 600 rows x 576 dims, ~1 s for 1000 x 2048, ~0.25 s for tiny inputs.
+# ~0.4 s for 600 rows x 576 dims, ~1 s for 1000 x 2048, ~0.25 s for tiny inputs. The budget
+# picks the layers for the language-ID probe; each probed layer also fits its control task, as
+# costly again, so all probes take about twice the budget.
 PROBE_BUDGET_S = 20.0
 PROBE_FIXED_S = 0.2
 PROBE_SECONDS_PER_CELL = 4e-7  # per row x dim
@@ -157,11 +167,13 @@ def model_rows(
     source: str,
     probe_at: Sequence[int],
 ) -> list[dict[str, Any]]:
-    """Per-model measures: cosine matrix, similarity and retrieval to the source, probe."""
+    """Per-model measures: cosine matrix, similarity and retrieval to the source, probe (with
+    its control task and selectivity)."""
     rows: list[dict[str, Any]] = []
     multi = len(reps.languages) >= 2
     has_source = source in reps.languages
     labels = reps.labels
+    control = control_labels(len(reps.languages), reps.n_per_language)
     for pooling in poolings:
         for layer in range(reps.n_layers):
             if not multi:
@@ -181,8 +193,12 @@ def model_rows(
                             _row(run_id, pooling, layer, "retrieval_to_source", acc, lang, source)
                         )
             if layer in probe_at and reps.n_per_language >= 2:
-                acc = probe_accuracy(reps.stacked(pooling, layer), labels)
+                x = reps.stacked(pooling, layer)
+                acc = probe_accuracy(x, labels)
+                chance = probe_accuracy(x, control)
                 rows.append(_row(run_id, pooling, layer, "probe", acc))
+                rows.append(_row(run_id, pooling, layer, "probe_control", chance))
+                rows.append(_row(run_id, pooling, layer, "probe_selectivity", acc - chance))
     return rows
 
 
@@ -341,8 +357,11 @@ def scores_frame(ctx: Any, run_ids: Sequence[str]) -> pd.DataFrame:
     current = frame["language"].isin(evaluation_languages(ctx.study))
     # The atlas unit is one per model, cleared whole when redone: what it holds is current.
     atlas = frame["metric"].str.startswith(ATLAS_PREFIX) & (ctx.study.evaluation.atlas is not None)
-    frame = frame[(current & ~frame["metric"].str.startswith(ATLAS_PREFIX)) | atlas
-                  | frame["metric"].str.startswith("harness:")]
+    frame = frame[
+        (current & ~frame["metric"].str.startswith(ATLAS_PREFIX))
+        | atlas
+        | frame["metric"].str.startswith("harness:")
+    ]
     # Metrics with a known direction: the metric table's and lm-eval's (harness:<task>:<metric>).
     known = list(directions(sorted(frame["metric"].unique())))
     frame = frame[frame["metric"].isin(known)]
@@ -468,12 +487,14 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     input: the models' evaluation units and the analysis settings). Representations are cached
     per model (analysis/reps/*.npz), keyed by their exact inputs: a new evaluation language
     re-embeds every model (the texts changed), a new run embeds only that run.
-    The language-ID probe runs on every k-th layer plus the last (k from PROBE_BUDGET_S, so all
-    probes take roughly 20 s at most); every other measure covers every layer.
+    The language-ID probe and its control run on every k-th layer plus the last (k from
+    PROBE_BUDGET_S, so all probes take roughly 40 s at most); every other measure covers every
+    layer.
 
-    Writes: `analysis` (one transaction), then `significance` with the "analyze" done mark (one
-    transaction), then the run list. Until all three land the stage is not done, so a crash is
-    redone on the next call; the done mark is cleared first so it never vouches for mixed tables.
+    Writes: `analysis` and `alike` (one transaction), then `significance` with the "analyze"
+    done mark (one transaction), then the run list. Until all three land the stage is not done,
+    so a crash is redone on the next call; the done mark is cleared first so it never vouches for
+    mixed tables.
     """
     from tqdm.auto import tqdm
 
@@ -506,9 +527,13 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     bar.close()
     encoded = time.perf_counter()
     rows = analysis_rows(reps, poolings, source, base=BASE)
+    spec = study.analysis
+    labels = {r.run_id: (r.label, r.seed) for r in evaluated_runs(ctx)}
+    with _one_blas_thread():
+        alike = alike_rows(reps, labels, spec.baseline, poolings, alpha=spec.alpha,
+                           margin=spec.margins.get(MARGIN_KEY, DEFAULT_CKA_MARGIN))  # fmt: skip
     measured = time.perf_counter()
     scores = scores_frame(ctx, run_ids)
-    spec = study.analysis
     sig = significance_rows(scores, source, spec.baseline, spec.alpha, spec.bootstrap_resamples)
     significant = time.perf_counter()
     verdicts = verdict_rows(
@@ -522,7 +547,9 @@ def analyze_stage(ctx: Any, progress: bool = True, key: str | None = None) -> No
     tested = time.perf_counter()
     # Embeddings have their own cost rows (representations.py): the measures' seconds are theirs.
     # Each unit stores only its own interval, so summing the units counts every second once.
-    ctx.store.replace_table("analysis", rows, MEASURES_STAGE, seconds=measured - encoded, key=key)
+    ctx.store.replace_tables(
+        {"analysis": rows, "alike": alike}, MEASURES_STAGE, seconds=measured - encoded, key=key
+    )
     ctx.store.replace_table(
         "verdicts", verdicts, VERDICT_STAGE, seconds=tested - significant, key=key
     )

@@ -266,8 +266,9 @@ def _fit(wide: pd.DataFrame, tech: str, base: str, resolution: float = 0.0) -> _
         fit.design = pw.Design(max(var_d - resid, 0.0), resid, fit.item, S, n_mean, fit.df_item)
         if not few_items:
             fit.se = math.sqrt(var_d / S + item)
-            fit.df = _satterthwaite([(_upper(var_d, S - 1) / S, S - 1),
-                                     (_upper(item, fit.df_item), fit.df_item)])
+            fit.df = _satterthwaite(
+                [(_upper(var_d, S - 1) / S, S - 1), (_upper(item, fit.df_item), fit.df_item)]
+            )
     else:
         fit.mode = "none"
         fit.note = ("one seed shared with the baseline: a technique's own seed sensitivity cannot "
@@ -662,8 +663,10 @@ def evidence_sentence(verdicts: pd.DataFrame) -> str:
                 f"of the {total} inconclusive comparisons (80% power)")  # fmt: skip
         extra = items.notna() & ~settled
     else:
-        text = f"More seeds (up to 20) would likely not settle any of the {total} inconclusive " \
-               "comparisons"
+        text = (
+            f"More seeds (up to 20) would likely not settle any of the {total} inconclusive "
+            "comparisons"
+        )
         extra = items.notna()
     if extra.any():
         n = int(items[extra].median())

@@ -218,6 +218,12 @@ class TrainingSpec(Strict):
     learning_rates: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
         None, description="sweep: best per technique on the validation split"
     )
+    sweep_seeds: list[int] | None = Field(
+        None,
+        description="with learning_rates: the seeds the sweep runs on; a technique's other seeds "
+        "run only at the rate its sweep chose on validation NLL, once the sweep is validated "
+        "(default: every seed runs every rate)",
+    )
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.1, description="share of the steps spent warming the learning rate up"
     )
@@ -250,6 +256,33 @@ class TrainingSpec(Strict):
         description="recompute activations in backward: much less memory for long sequences, "
         "about a third more compute, same results (not in any key)",
     )
+    packing: bool = Field(
+        False,
+        description="pack whole examples side by side into rows as wide as the longest one "
+        "(batch_size rows a step; positions restart and attention stays inside each example): "
+        "almost no padding and more examples per step. Changes which examples share a step, "
+        "so runs are keyed by it",
+    )
+    validate_every: Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="every N optimizer steps and after the last, log the mean response NLL of "
+        "the validation examples: the learning curve the report draws (shows whether runs are "
+        "long enough). Costs a forward over the validation split each time; not in any key",
+    )
+    sparse_dropout: bool = Field(
+        False,
+        description="draw the adapters' dropout masks from the gaps between dropped positions: "
+        "the same Bernoulli(p) masks in distribution from ~p as many random numbers (a third "
+        "of a small model's CPU step is dropout otherwise). Other masks for the same seed, "
+        "so runs are keyed by it",
+    )
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile each decoder block (compiled code cached under "
+        "WHICHLORA_CACHE); 'auto': only when a run's first steps show the rest is long enough "
+        "to pay the compile time back (never for the quickstart). Same results within bf16 "
+        "rounding (not in any key)",
+    )
     processes: Annotated[int, Field(ge=1)] = Field(
         1,
         description="train each run as N data-parallel processes on this machine (accelerate "
@@ -281,6 +314,7 @@ class TrainingSpec(Strict):
         raise ValueError(
             f"checkpoint_every must be a whole number of steps >= 1, 'auto' or null, not {value!r}"
         )
+
     report_to: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list,
         description="log every step (loss, lr, grad norm, tokens/s) to TensorBoard "
@@ -292,6 +326,11 @@ class TrainingSpec(Strict):
     @classmethod
     def _seeds(cls, seeds: list[int]) -> list[int]:
         return _check_seeds(seeds)
+
+    @field_validator("sweep_seeds")
+    @classmethod
+    def _sweep_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _check_seeds(seeds)
 
     @field_validator("learning_rates")
     @classmethod
@@ -333,9 +372,7 @@ class AtlasSpec(Strict):
     @field_validator("languages")
     @classmethod
     def _languages(cls, languages: Any) -> Any:
-        if isinstance(languages, list) and (
-            not languages or len(set(languages)) != len(languages)
-        ):
+        if isinstance(languages, list) and (not languages or len(set(languages)) != len(languages)):
             raise ValueError("languages must be 'all', a count, or a non-empty list of codes")
         return languages
 
@@ -415,7 +452,8 @@ class AnalysisSpec(Strict):
     margins: dict[str, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict,
         description="margin of practical equivalence per metric, in its own units, e.g. "
-        "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md",
+        "{nll: 0.02, mc_acc: 0.01, chrf: 1.0}; unset metrics use the defaults in docs/verdicts.md; "
+        "cka (default 0.01) is the margin of the per-layer alike test (docs/alike.md)",
     )
     primary_metric: str = Field(
         "nll",
@@ -458,9 +496,7 @@ class Study(Strict):
         description="every technique's size: one of rank, trainable_params, fraction",
     )
     data: DataSpec = Field(default_factory=DataSpec, description="the training data")
-    training: TrainingSpec = Field(
-        default_factory=TrainingSpec, description="how every run trains"
-    )
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="how every run trains")
     evaluation: EvaluationSpec = Field(
         default_factory=EvaluationSpec,
         description="what the base and every run are scored on, in which languages",

@@ -102,9 +102,7 @@ def atlas_declarations(
     return out
 
 
-def atlas_texts(
-    spec: Any, anchors: Sequence[str], root: Path | None = None
-) -> list[AtlasText]:
+def atlas_texts(spec: Any, anchors: Sequence[str], root: Path | None = None) -> list[AtlasText]:
     """Articles 1..K of every atlas language, in atlas order; a declaration that lacks one of
     them fails (only hand-picked incomplete translations can)."""
     texts: list[AtlasText] = []

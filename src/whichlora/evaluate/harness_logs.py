@@ -235,9 +235,9 @@ def read_lm_eval(runs: Path, languages: Mapping[str, str] | None = None) -> LmEv
     # Tasks that share a metric and a language (subjects of one benchmark) keep their documents
     # apart: their ids become <task>/<doc_id>, the same in every run.
     shared = scores.groupby(["metric", "language"])["_task"].transform("nunique") > 1
-    scores.loc[shared, "example_id"] = scores.loc[shared, "_task"] + "/" + scores.loc[
-        shared, "example_id"
-    ]
+    scores.loc[shared, "example_id"] = (
+        scores.loc[shared, "_task"] + "/" + scores.loc[shared, "example_id"]
+    )
     scores = scores.drop(columns="_task")
     scores = scores[scores["value"].map(math.isfinite)].reset_index(drop=True)
     return LmEvalScores(

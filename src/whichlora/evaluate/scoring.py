@@ -215,10 +215,9 @@ def _batches(rows: list[_Row], batch_size: int) -> Iterator[list[_Row]]:
         if batch:
             width = batch[0].length
             by_count = count + members <= batch_size
-            by_tokens = (
-                len(batch) + 1 <= batch_size
-                and (len(batch) + 1) * width <= batch_size * max(longest, request)
-            )
+            by_tokens = len(batch) + 1 <= batch_size and (
+                len(batch) + 1
+            ) * width <= batch_size * max(longest, request)
             if not (by_count or by_tokens):
                 yield batch
                 batch, count, longest = [], 0, 0

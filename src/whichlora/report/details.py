@@ -3,27 +3,34 @@ failures, configuration, versions), so a result can be checked and reproduced.""
 
 from __future__ import annotations
 
+import math
 import platform
 
 import pandas as pd
 
 from whichlora.report.atlas import atlas_cost_table
 from whichlora.report.document import (
+    Block,
     Code,
     Document,
     Figure,
     Heading,
     Section,
     Table,
+    Text,
     cell_classes,
 )
-from whichlora.report.figures import loss_figure, smoothing_window
+from whichlora.report.figures import curve_figure, loss_figure, smoothing_window
 from whichlora.report.inputs import ReportInputs
 from whichlora.report.layers import (
     ALIGNMENT_TITLES,
     ALIGNMENT_YLABELS,
     CKA_TITLES,
     CKA_YLABELS,
+    MIN_CONTROL_SENTENCES,
+    alike_figure,
+    alike_frame,
+    alike_strip,
     choose_pooling,
     heatmap_figure,
     layer_lines,
@@ -95,12 +102,126 @@ def layers_section(inputs: ReportInputs, doc: Document) -> Section:
                 lines_figure(lines, inputs, ALIGNMENT_TITLES, ALIGNMENT_YLABELS),
                 "Retrieval: share of sentences whose nearest source sentence is their "
                 "translation (higher = more language-neutral). Probe: accuracy of a linear "
-                "classifier telling languages apart (lower = more language-neutral).",
-                "Line plots of retrieval and probe accuracy per layer",
+                "classifier telling languages apart (lower = more language-neutral). "
+                "Selectivity: probe accuracy minus the same probe's accuracy on a control task "
+                "(a random label per parallel sentence, shared by its translations; Hewitt & "
+                "Liang 2019), which it can only fit by recognising a sentence across languages: "
+                "lower = the layer carries content across languages, not only their identity.",
+                "Line plots of retrieval, probe accuracy and probe selectivity per layer",
             )
         )
         doc.exports["layer_alignment"] = lines
+        n = inputs.study.analysis.sentences_per_language
+        if n < MIN_CONTROL_SENTENCES and "probe_selectivity" in set(lines["measure"]):
+            section.note(
+                f"Only {n} parallel sentences per language: too few for the probe to learn its "
+                "control task, so the selectivity mostly mirrors the probe. Set "
+                f"analysis.sentences_per_language to {MIN_CONTROL_SENTENCES} or more (the "
+                "bundled sentences have 60; analysis.parallel: udhr has 30 articles)."
+            )
+    section.blocks.extend(_alike_blocks(inputs, pooling))
     return section
+
+
+def _alike_blocks(inputs: ReportInputs, pooling: str) -> list[Block]:
+    """Are each technique's layers alike LoRA's, beyond LoRA's own seed-to-seed floor?"""
+    frame = alike_frame(inputs, pooling)
+    if frame.empty:
+        return []
+    baseline = inputs.baseline
+    margin = float(frame["margin"].iloc[0])
+    blocks: list[Block] = [
+        Heading(f"Do the layers stay alike {baseline}'s?"),
+        Text(
+            f"Per layer, how much further each technique's models sit from {baseline}'s than "
+            f"{baseline}'s own reruns sit from each other (1 − linear CKA on the parallel "
+            f"sentences, seed s against {baseline}'s seed s' ≠ s, minus {baseline} seed s "
+            f"against seed s'). Alike: the 90% interval stays below the margin {margin:g}; "
+            "differs: it lies above 0; Holm over every technique and layer. A claim needs two "
+            f"seeds shared with {baseline}. Method: docs/alike.md."
+        ),
+    ]
+    rows = []
+    for name, group in frame.groupby("technique", sort=False):
+        counts = group["verdict"].value_counts()
+        rows.append(
+            {
+                "technique": name,
+                "seeds": str(int(group["n_seeds"].max())),
+                "alike": str(int(counts.get("alike", 0))),
+                "differs": str(int(counts.get("differs", 0))),
+                "cannot tell": str(int(counts.get("cannot tell", 0))),
+                "layers 0 → last": alike_strip(group),
+            }
+        )
+    display = pd.DataFrame(rows)
+    blocks.append(
+        Table(
+            "alike_summary",
+            f"Layers alike {baseline}'s (=), different (≠) or undecided (?), from the embeddings "
+            "(left) to the last layer.",
+            display,
+            display.copy(),
+        )
+    )
+    blocks.append(
+        Figure(
+            "alike",
+            alike_figure(frame, inputs),
+            f"Excess distance to {baseline} beyond {baseline}'s seed floor per layer, with its "
+            "90% interval; dashed: the margin. Squares on top: the verdict per layer (green "
+            "alike, grey cannot tell, orange differs).",
+            f"Per-layer verdicts and intervals of each technique's distance to {baseline}",
+        )
+    )
+    blocks.append(_alike_table(frame))
+    return blocks
+
+
+def _alike_table(frame: pd.DataFrame) -> Table:
+    def num(value: object, digits: int = 4) -> str:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return "–"
+        return f"{number:.{digits}f}" if math.isfinite(number) else "–"
+
+    display = pd.DataFrame(
+        {
+            "technique": frame["technique"],
+            "layer": frame["layer"].astype(str),
+            "verdict": frame["verdict"],
+            "excess [90% CI]": [
+                "–" if num(r.estimate) == "–"
+                else f"{num(r.estimate)} [{num(r.ci_low)}, {num(r.ci_high)}]"
+                for r in frame.itertuples()
+            ],  # fmt: skip
+            "seed floor (baseline / technique)": [
+                f"{num(r.floor_baseline)} / {num(r.floor_technique)}" for r in frame.itertuples()
+            ],
+            "baseline moved from base": frame["baseline_drift"].map(num),
+            "p alike / differs (Holm)": [
+                f"{num(r.p_alike_holm, 3)} / {num(r.p_differs_holm, 3)}"
+                for r in frame.itertuples()
+            ],
+            "seeds": frame["n_seeds"].map(lambda v: num(v, 0)),
+            "more seeds": frame["more_seeds"].map(lambda v: num(v, 0)),
+            "note": frame["note"].fillna(""),
+        }
+    )
+    tones = [{"alike": "same", "differs": "bad"}.get(str(v), "") for v in frame["verdict"]]
+    return Table(
+        "alike",
+        f"Every layer of every technique ({len(frame)} rows): the excess 1 − CKA over the "
+        "baseline's seed floor with its 90% interval, both seed floors, how far the baseline "
+        "moved the layer from the base (below the margin, 'alike' is trivially true), Holm "
+        "p-values of the two one-sided tests, and the extra seeds that would settle an "
+        "undecided layer if the estimate held (a planning guess).",
+        display,
+        frame,
+        cell_classes(display, {"verdict": tones}),
+        collapsed=True,
+    )
 
 
 def cost_section(inputs: ReportInputs) -> Section:
@@ -194,6 +315,18 @@ def training_section(inputs: ReportInputs) -> Section:
                 loss_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
                 caption + ".",
                 "Line plot of training loss per step for each run",
+            )
+        )
+    curve = inputs.training.get("validation_nll")
+    if curve is not None and curve.notna().any():
+        section.blocks.append(
+            Figure(
+                "learning_curve",
+                curve_figure(inputs.training, inputs.runs, inputs.palette, inputs.labels),
+                "Validation NLL (mean over the validation examples of each example's mean "
+                "response-token NLL) at every step the runs logged it (training.validate_every): "
+                "where the curves have flattened, the runs were long enough.",
+                "Line plot of validation NLL per logged step for each run",
             )
         )
     section.blocks.append(Heading("Runs and failures"))

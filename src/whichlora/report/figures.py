@@ -108,3 +108,34 @@ def loss_figure(
     ax.set_ylabel("training loss (cross-entropy, nats/token)")
     ax.set_title("Training loss")
     return to_png(fig)
+
+
+def curve_figure(
+    training: pd.DataFrame, runs: pd.DataFrame, palette: Palette, labels: list[str]
+) -> bytes:
+    """Validation NLL at the steps the runs logged it (training.validate_every): colour =
+    technique, line style = seed. Flat at the end: the runs were long enough."""
+    fig, ax = figure(8.5, 4.2)
+    seeds = sorted(runs["seed"].unique())
+    style = {seed: LINESTYLES[i % len(LINESTYLES)] for i, seed in enumerate(seeds)}
+    for run in runs.itertuples():
+        points = training[(training["run_id"] == run.run_id) & training["validation_nll"].notna()]
+        if points.empty:
+            continue
+        points = points.sort_values("step")
+        ax.plot(
+            points["step"],
+            points["validation_nll"],
+            color=palette.color(run.label),
+            ls=style[run.seed],
+            marker="o",
+            ms=3,
+            lw=1.4,
+        )
+    handles = [Line2D([], [], color=palette.color(lab), lw=2) for lab in labels]
+    ax.legend(handles, list(labels), loc="upper right", ncol=2 if len(labels) > 6 else 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("validation NLL (nats/token)")
+    ax.set_title("Learning curve")
+    return to_png(fig)

@@ -54,6 +54,7 @@ class ReportInputs:
     # failed units that belong to no run: the base model's evaluation, the study's analysis
     failed_shared: pd.DataFrame = field(default_factory=pd.DataFrame)  # run_id, stage, error
     efficiency: list[dict[str, Any]] = field(default_factory=list)  # report/efficiency.py rows
+    alike: pd.DataFrame = field(default_factory=pd.DataFrame)  # technique, pooling, layer, ...
 
     @property
     def targets(self) -> list[str]:
@@ -191,9 +192,17 @@ def load_inputs(store: Store, study: Study, study_dir: Path, runs: Sequence[Any]
         atlas_cost=_atlas_cost(store, atlas_rows["metrics"], keep),
     )
     inputs.baseline = inputs.label_of(inputs.baseline)
+    inputs.alike = _table_or_empty(store, "alike")
     inputs.failed_shared = _failed_shared(store)
     inputs.efficiency = efficiency_rows(store, study_precisions(study))
     return inputs
+
+
+def _table_or_empty(store: Store, name: str) -> pd.DataFrame:
+    """A table newer than the store (opened read-only, so its schema was never updated) is
+    empty: the study was analysed before the table existed."""
+    known = store.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
+    return store.frame(name) if known else pd.DataFrame()
 
 
 def _failed_shared(store: Store) -> pd.DataFrame:

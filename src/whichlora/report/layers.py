@@ -1,11 +1,14 @@
 """Layer-wise plots of what tuning did inside the model: language similarity per layer beside the
-base, and how far each layer drifted from the base (CKA)."""
+base, how far each layer drifted from the base (CKA), and whether each technique's layers stay
+alike LoRA's (the alike table, analyze/alike.py)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 
+import matplotlib.lines
 import numpy as np
 import pandas as pd
 
@@ -14,11 +17,29 @@ from whichlora.report.style import BASE_COLOR, figure, styled, to_png
 
 CKA_TITLES = {"cka_base": "linear CKA", "cka_base_unbiased": "unbiased CKA"}
 CKA_YLABELS = dict.fromkeys(CKA_TITLES, "CKA with base (1 = unchanged)")
-ALIGNMENT_TITLES = {"retrieval_to_source": "translation retrieval", "probe": "language-ID probe"}
+ALIGNMENT_TITLES = {
+    "retrieval_to_source": "translation retrieval",
+    "probe": "language-ID probe",
+    "probe_selectivity": "probe selectivity",
+}
 ALIGNMENT_YLABELS = {
     "retrieval_to_source": "retrieval accuracy to {source} (share)",
     "probe": "language-ID probe accuracy (share)",
+    "probe_selectivity": "probe − control-task accuracy",
 }
+# Below this many parallel sentences per language the control task's labels (one per sentence)
+# are too few to learn across translations: measured on SmolLM2-135M, its accuracy stayed at
+# chance (0.10-0.23 for 5 languages) with 6 sentences and rose to 0.23-0.31 with 60 (docs/alike.md).
+MIN_CONTROL_SENTENCES = 30
+ALIKE_ORDER = ("alike", "cannot tell", "differs")
+ALIKE_COLORS = {"alike": "#009E73", "cannot tell": "#BBBBBB", "differs": "#D55E00"}
+ALIKE_SYMBOLS = {"alike": "=", "cannot tell": "?", "differs": "≠"}
+ALIKE_COLUMNS = [
+    "technique", "baseline", "pooling", "layer", "verdict", "estimate", "ci_low", "ci_high",
+    "margin", "cross", "floor_baseline", "floor_technique", "baseline_drift", "seed_se",
+    "sentence_se", "df", "p_alike", "p_alike_holm", "p_differs", "p_differs_holm", "n_seeds",
+    "n_sentences", "n_languages", "more_seeds", "note",
+]  # fmt: skip
 
 
 def choose_pooling(analysis: pd.DataFrame) -> str | None:
@@ -163,3 +184,82 @@ def lines_figure(
         ax.set_ylabel(ylabel[measure].format(source=inputs.source))
         ax.legend(fontsize=8)
     return to_png(fig)
+
+
+# --------------------------------------------------------------------------- alike LoRA
+
+
+def alike_frame(inputs: ReportInputs, pooling: str) -> pd.DataFrame:
+    """The alike table of one pooling, a column per number of the payload, techniques in study
+    order and layers ascending."""
+    stored = inputs.alike
+    if stored.empty:
+        return pd.DataFrame(columns=ALIKE_COLUMNS)
+    stored = stored[stored["pooling"] == pooling]
+    frame = pd.DataFrame([json.loads(text) for text in stored["payload"]])
+    if frame.empty:
+        return pd.DataFrame(columns=ALIKE_COLUMNS)
+    frame = frame.reindex(columns=ALIKE_COLUMNS)
+    order = {name: i for i, name in enumerate(inputs.labels)}
+    frame = frame[frame["technique"].isin(order)]
+    frame = frame.assign(_order=frame["technique"].map(order)).sort_values(["_order", "layer"])
+    return frame.drop(columns="_order").reset_index(drop=True)
+
+
+def alike_strip(frame: pd.DataFrame) -> str:
+    """One symbol per layer in layer order: = alike, ≠ differs, ? cannot tell."""
+    return "".join(ALIKE_SYMBOLS.get(str(v), "?") for v in frame.sort_values("layer")["verdict"])
+
+
+@styled
+def alike_figure(frame: pd.DataFrame, inputs: ReportInputs) -> bytes:
+    """Per technique: the verdict strip over layers, then the excess distance to LoRA beyond
+    LoRA's seed floor with its 90% interval, the margin dashed."""
+    names = list(dict.fromkeys(frame["technique"]))
+    fig, axes = figure(7.5, 0.5 + 2.1 * len(names), nrows=len(names), squeeze=False, sharex=True)
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        rows = frame[frame["technique"] == name].sort_values("layer")
+        layers = rows["layer"].to_numpy(dtype=float)
+        est = rows["estimate"].to_numpy(dtype=float)
+        low = rows["ci_low"].to_numpy(dtype=float)
+        high = rows["ci_high"].to_numpy(dtype=float)
+        margin = float(rows["margin"].iloc[0])
+        ax.axhline(0.0, color=BASE_COLOR, lw=1)
+        ax.axhline(margin, color=BASE_COLOR, lw=1, ls="--")
+        for verdict in ALIKE_ORDER:
+            pick = (rows["verdict"] == verdict).to_numpy() & np.isfinite(est)
+            if not pick.any():
+                continue
+            ax.errorbar(
+                layers[pick],
+                est[pick],
+                yerr=[est[pick] - low[pick], high[pick] - est[pick]],
+                fmt="o",
+                ms=3.5,
+                lw=1,
+                color=ALIKE_COLORS[verdict],
+                label=verdict,
+            )
+        top = np.nanmax([margin * 1.6, *high[np.isfinite(high)]]) if len(high) else margin
+        bottom = np.nanmin([-margin * 0.3, *low[np.isfinite(low)]]) if len(low) else 0.0
+        top *= 1.1  # the strip sits above the highest interval
+        ax.scatter(
+            layers,
+            np.full(len(layers), top),
+            marker="s",
+            s=28,
+            c=[ALIKE_COLORS.get(str(v), "#BBBBBB") for v in rows["verdict"]],
+            clip_on=False,
+        )
+        ax.set_ylim(bottom - 0.05 * (top - bottom), top + 0.08 * (top - bottom))
+        ax.set_title(f"{name} vs {inputs.baseline}", loc="left")
+        ax.set_ylabel("excess 1 − CKA")
+    handles = [
+        matplotlib.lines.Line2D([], [], color=ALIKE_COLORS[v], marker="s", ls="", label=v)
+        for v in ALIKE_ORDER
+    ]
+    axes[0, 0].legend(handles=handles, fontsize=8, loc="upper left", ncols=3, frameon=False,
+                      bbox_to_anchor=(0.35, 1.22))  # fmt: skip
+    axes[-1, 0].set_xlabel("layer (0 = embeddings)")
+    return to_png(fig)
+

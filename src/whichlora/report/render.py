@@ -87,7 +87,6 @@ def _html_table(table: Table) -> str:
     return f'<p class="caption">{_inline(table.caption)}</p>{grid}'
 
 
-
 def _html_block(block: object) -> str:
     if isinstance(block, Text):
         css = {"note": ' class="note"', "verdict": ' class="verdict"'}.get(block.kind, "")

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS training (
     grad_norm REAL,
     tokens INTEGER,
     seconds REAL,
+    validation_nll REAL,           -- at the steps training.validate_every names, else NULL
     PRIMARY KEY (run_id, step)
 );
 CREATE TABLE IF NOT EXISTS costs (
@@ -109,6 +110,14 @@ CREATE TABLE IF NOT EXISTS verdicts (
     verdict TEXT NOT NULL,         -- better | worse | equivalent | inconclusive
     payload TEXT NOT NULL,         -- the whole comparison (estimate, interval, p-values...) as JSON
     PRIMARY KEY (family, metric, technique)
+);
+CREATE TABLE IF NOT EXISTS alike (
+    technique TEXT NOT NULL,       -- a technique's label, compared with the baseline's
+    pooling TEXT NOT NULL,
+    layer INTEGER NOT NULL,
+    verdict TEXT NOT NULL,         -- alike | differs | cannot tell (analyze/alike.py)
+    payload TEXT NOT NULL,         -- estimate, interval, p-values, seed floors, note as JSON
+    PRIMARY KEY (technique, pooling, layer)
 );
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
@@ -167,6 +176,9 @@ class Store:
         for column in ADDED_COST_COLUMNS:  # a store from before per-run peaks: NULL in old rows
             if column not in costs:
                 self._conn.execute(f"ALTER TABLE costs ADD COLUMN {column} REAL")
+        training = {r[1] for r in self._conn.execute("PRAGMA table_info(training)")}
+        if "validation_nll" not in training:  # a store from before learning curves
+            self._conn.execute("ALTER TABLE training ADD COLUMN validation_nll REAL")
         for name, kind in (("tokens", "INTEGER"), ("flops", "REAL")):
             if name not in columns:  # a store from before FLOP floors: those units count none
                 self._conn.execute(f"ALTER TABLE units ADD COLUMN {name} {kind}")
@@ -308,9 +320,20 @@ class Store:
         key: str | None = None,
     ) -> None:
         """Replace a whole study-level table (analysis, significance) and mark the stage done."""
+        self.replace_tables({table: rows}, stage, seconds, key)
+
+    def replace_tables(
+        self,
+        tables: dict[str, Iterable[dict[str, Any]]],
+        stage: str,
+        seconds: float | None = None,
+        key: str | None = None,
+    ) -> None:
+        """Replace several study-level tables in one transaction and mark the stage done."""
         with self.transaction() as db:
-            db.execute(f"DELETE FROM {table}")
-            self._insert(db, table, list(rows))
+            for table, rows in tables.items():
+                db.execute(f"DELETE FROM {table}")
+                self._insert(db, table, list(rows))
             db.execute(
                 "INSERT OR REPLACE INTO units (run_id, stage, status, key, seconds) "
                 "VALUES ('study', ?, 'done', ?, ?)",

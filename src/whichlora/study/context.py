@@ -27,6 +27,7 @@ from whichlora.store import DATABASE, LOCK, RESOLVED, Store, selected
 from whichlora.store.names import RUNS_DIR
 from whichlora.study.keys import (
     TRAIN,
+    VALIDATE,
     analysis_key,
     evaluation_units,
     planned_units,
@@ -49,6 +50,37 @@ class StudyContext:
     def __post_init__(self) -> None:
         if not self.keys:
             self.keys = planned_units(self.study, self.runs)
+
+    def sweep_choices(self) -> dict[str, float]:
+        """Per run label whose sweep is finished (every sweep run validated, or failed to
+        train), the rate with the lowest mean validation NLL (ties: the lower rate)."""
+        sweeps: dict[str, list[RunSpec]] = {}
+        for run in self.runs:
+            if run.sweep:
+                sweeps.setdefault(run.label, []).append(run)
+        chosen = {}
+        for label, runs in sweeps.items():
+            statuses = [
+                (self.unit_status(r.run_id, TRAIN), self.unit_status(r.run_id, VALIDATE))
+                for r in runs
+            ]
+            if not all(t == "failed" or v == "done" for t, v in statuses):
+                continue
+            scores = validation_nll(self.store, runs)
+            if scores:
+                chosen[label] = min(scores, key=lambda lr: (scores[lr], lr))
+        return chosen
+
+    def replan(self) -> list[RunSpec]:
+        """With `training.sweep_seeds`: add the runs at the rates the finished sweeps chose
+        (keys included); returns the runs added. A sweep that now chooses another rate makes
+        those runs' keys change, so they are redone like any stale unit."""
+        if self.study.training.sweep_seeds is None:
+            return []
+        before = {(r.run_id, self.keys.get((r.run_id, TRAIN))) for r in self.runs}
+        self.runs = plan_study(self.study, self.sweep_choices())
+        self.keys = planned_units(self.study, self.runs)
+        return [r for r in self.runs if (r.run_id, self.keys[(r.run_id, TRAIN)]) not in before]
 
     def run_dir(self, run_id: str) -> Path:
         return self.study_dir / RUNS_DIR / run_id
@@ -87,8 +119,19 @@ class StudyContext:
 
             train, validation = training_data(self.study)
             self.cache["train"] = train
+            self.cache["validation"] = validation
             self.cache["evalset"] = evaluation_set(self.study, validation)
         return self.cache["train"], self.cache["evalset"]
+
+    def validation_records(self) -> list[Any]:
+        """The validation split's records when the runs log a learning curve, else none."""
+        if not self.study.training.validate_every:
+            return []
+        if "validation" not in self.cache:
+            from whichlora.study.datasets import training_data
+
+            self.cache["validation"] = training_data(self.study)[1]
+        return list(self.cache["validation"])
 
     def atlas_texts(self) -> list[Any]:
         """The transfer atlas's articles (evaluation.atlas), read once per process."""
@@ -252,7 +295,7 @@ def _check_data(study: Study, where: Path) -> dict[str, Any]:
                 "set analysis.parallel to builtin:sentences or list other evaluation languages.",
             )
         ) from None
-    cache: dict[str, Any] = {"train": train, "evalset": evalset}
+    cache: dict[str, Any] = {"train": train, "validation": validation, "evalset": evalset}
     if atlas is not None:
         cache["atlas"] = atlas
     return cache
@@ -523,7 +566,9 @@ def _open_readonly(
     cache = preflight(study, runs, where) if check else {}
     database = study_dir / DATABASE
     store = Store(database, readonly=True) if database.is_file() else Store.empty()
-    return StudyContext(study=study, study_dir=study_dir, store=store, runs=runs, cache=cache)
+    ctx = StudyContext(study=study, study_dir=study_dir, store=store, runs=runs, cache=cache)
+    ctx.replan()
+    return ctx
 
 
 def open_study(
@@ -577,6 +622,7 @@ def open_study(
         ctx = StudyContext(
             study=study, study_dir=study_dir, store=store, runs=runs, lock=lock, cache=cache
         )
+        ctx.replan()
         if not discard:  # again under the lock: another process may have finished units since
             _refuse_discards(ctx, where)
         if not resolved_path.is_file() or resolved_path.read_text("utf-8") != resolved_text:
@@ -587,6 +633,11 @@ def open_study(
         if lock is not None:
             lock.release()
         raise
+    register_runs(store, ctx.runs)
+    return ctx
+
+
+def register_runs(store: Store, runs: list[RunSpec]) -> None:
     for run in runs:
         store.add_run(
             run.run_id,
@@ -597,4 +648,17 @@ def open_study(
             run.sweep,
             run.request.__dict__,
         )
-    return ctx
+
+
+def validation_nll(store: Store, runs: list[RunSpec]) -> dict[float, float]:
+    """Mean validation NLL per learning rate over the given runs that have one."""
+    by_rate: dict[float, list[float]] = {}
+    for run in runs:
+        for (value,) in store.query(
+            "SELECT AVG(value) FROM examples WHERE run_id=? AND split='validation' "
+            "AND metric='nll'",
+            (run.run_id,),
+        ):
+            if value is not None:
+                by_rate.setdefault(run.learning_rate, []).append(value)
+    return {lr: sum(v) / len(v) for lr, v in by_rate.items()}

@@ -118,9 +118,7 @@ def summarize_plan(ctx: Any) -> Any:
     train, evalset = ctx.data()
     sample = encode_records(tokenizer, train[:200], study.training.max_length)
     mean_len = sum(e.length for e in sample) / max(1, len(sample))
-    mean_labelled = sum(sum(1 for x in e.labels if x != -100) for e in sample) / max(
-        1, len(sample)
-    )
+    mean_labelled = sum(sum(1 for x in e.labels if x != -100) for e in sample) / max(1, len(sample))
     per_step = study.training.batch_size * study.training.grad_accum
     scoring = scoring_tokens(tokenizer, evalset, study.evaluation.max_new_tokens)
     rows = []

@@ -81,6 +81,7 @@ class LocalExecutor:
                     ctx.run_dir(run.run_id),
                     on_step=on_step,
                     key=ctx.key(run.run_id, TRAIN),
+                    validation=ctx.validation_records(),
                 )
             except WhichloraError:
                 raise
@@ -173,9 +174,14 @@ class RayExecutor:
         ray = self._connect(ctx)
         task = self._task(ray, _train_task)
         records_ref = ray.put(records)
+        validation_ref = ray.put(ctx.validation_records())
         pending = {
             task.remote(
-                run, records_ref, str(ctx.run_dir(run.run_id)), ctx.key(run.run_id, TRAIN)
+                run,
+                records_ref,
+                str(ctx.run_dir(run.run_id)),
+                ctx.key(run.run_id, TRAIN),
+                validation_ref,
             ): run
             for run in runs
         }
@@ -253,11 +259,11 @@ def apply_threads(study: Any) -> None:
 
 
 def _train_task(
-    run: RunSpec, records: list[Any], run_dir: str, key: str
+    run: RunSpec, records: list[Any], run_dir: str, key: str, validation: list[Any]
 ) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
     try:
-        outcome = train_one(run, records, Path(run_dir), key=key)
+        outcome = train_one(run, records, Path(run_dir), key=key, validation=validation)
     except Exception as exc:
         outcome = {"status": "failed", "error": describe_failure(exc)}
     return outcome, time.perf_counter() - started

@@ -55,12 +55,19 @@ NOT_IN_TRAIN_KEY = frozenset(
         "report_to",
         "run_name",
         "gradient_checkpointing",  # recomputes the same activations: same gradients (tested)
+        "compile",  # the same step, fused: equal within bf16 rounding (tested)
         "stall_timeout",  # when a stalled run is given up: never what it computes
+        "validate_every",  # a learning curve read beside the training: never what it trains
     }
 )
 # Fields added after studies were run, keyed only when they differ from the value every earlier
 # run had, so a finished study keeps its keys (e.g. precision "auto" resolves to fp32 on CPU).
-KEYED_UNLESS_DEFAULT = {"precision": DEFAULT_PRECISION, "processes": 1}
+KEYED_UNLESS_DEFAULT = {
+    "precision": DEFAULT_PRECISION,
+    "processes": 1,
+    "packing": False,
+    "sparse_dropout": False,
+}
 # Since the loss of a step is normalised by the labelled tokens of its whole global batch, a run
 # with several micro-batches per step weighs them by their tokens, not equally: its result
 # changed, so its key says so. A one-micro-batch step is unchanged to the bit, and so is its key.

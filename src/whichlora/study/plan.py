@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,10 @@ def train_request(
             model_dtype=study.model.dtype,
         ),
         gradient_checkpointing=training.gradient_checkpointing,
+        packing=training.packing,
+        sparse_dropout=training.sparse_dropout,
+        validate_every=training.validate_every,  # never in a result key: a curve beside it
+        compile=training.compile,
         processes=training.processes,
         stall_timeout=training.stall_timeout,  # never in a result key: changes nothing
         checkpoint_every=training.checkpoint_every,  # never in a result key: changes nothing
@@ -87,19 +92,29 @@ def train_request(
     )
 
 
-def plan_study(study: Study) -> list[RunSpec]:
+def plan_study(study: Study, chosen: Mapping[str, float] | None = None) -> list[RunSpec]:
     """Techniques x seeds x learning rates, in a stable order (the order runs execute in).
 
     A technique's own `seeds` replace `training.seeds` for it: e.g. more seeds for the baseline
-    and the technique it is compared with, so their seed noise is measured, not assumed."""
+    and the technique it is compared with, so their seed noise is measured, not assumed.
+
+    With `training.sweep_seeds`, a technique's rates are swept on those seeds only; its other
+    seeds run at the rate its sweep chose (`chosen`, per run label, once the sweep is
+    validated), so a sweep of R rates and S seeds costs R + S - 1 runs, not R x S."""
     runs = []
     for spec in study.techniques:
         rates = _rates(study, spec)
-        for seed in spec.seeds or study.training.seeds:
-            for lr in rates:
-                run_id = f"{spec.run_label}-s{seed}"
-                if len(rates) > 1:
-                    run_id += f"-lr{_lr_tag(lr)}"
+        seeds = list(spec.seeds or study.training.seeds)
+        sweep_seeds = _sweep_seeds(study, rates, seeds)
+        for seed in seeds + [s for s in sweep_seeds if s not in seeds]:
+            if seed in sweep_seeds:
+                todo = [(lr, len(rates) > 1) for lr in rates]
+            elif chosen is not None and spec.run_label in chosen:
+                todo = [(chosen[spec.run_label], False)]
+            else:  # waits for its technique's sweep
+                continue
+            for lr, sweep in todo:
+                run_id = f"{spec.run_label}-s{seed}" + (f"-lr{_lr_tag(lr)}" if sweep else "")
                 runs.append(
                     RunSpec(
                         run_id=run_id,
@@ -107,8 +122,26 @@ def plan_study(study: Study) -> list[RunSpec]:
                         label=spec.run_label,
                         seed=seed,
                         learning_rate=lr,
-                        sweep=len(rates) > 1,
+                        sweep=sweep,
                         request=train_request(study, spec, seed, lr, run_id),
                     )
                 )
     return runs
+
+
+def _sweep_seeds(study: Study, rates: list[float], seeds: list[int]) -> list[int]:
+    if len(rates) > 1 and study.training.sweep_seeds is not None:
+        return list(study.training.sweep_seeds)
+    return seeds
+
+
+def waiting_for_sweep(study: Study, chosen: Mapping[str, float]) -> list[str]:
+    """`<label>-s<seed>` of the runs that start once their technique's sweep has chosen."""
+    waiting = []
+    for spec in study.techniques:
+        rates = _rates(study, spec)
+        seeds = list(spec.seeds or study.training.seeds)
+        sweep_seeds = _sweep_seeds(study, rates, seeds)
+        if spec.run_label not in chosen:
+            waiting += [f"{spec.run_label}-s{s}" for s in seeds if s not in sweep_seeds]
+    return waiting

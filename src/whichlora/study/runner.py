@@ -19,7 +19,7 @@ import logging
 from whichlora.errors import WhichloraError
 from whichlora.models.scoring import release_scoring_models
 from whichlora.store import BASE
-from whichlora.study.context import StudyContext
+from whichlora.study.context import StudyContext, register_runs, validation_nll
 from whichlora.study.executors import Executor, apply_threads, get_executor
 from whichlora.study.keys import TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
@@ -65,7 +65,9 @@ def _pending_units(ctx: StudyContext, run_id: str, stages: list[str]) -> list[st
 
 
 def select_learning_rates(ctx: StudyContext) -> list[str]:
-    """Per technique label, the rate with the lowest mean validation NLL over seeds."""
+    """Per technique label, the rate with the lowest mean validation NLL over seeds; every run
+    of the label at that rate counts (with `training.sweep_seeds`, the seeds run at it after
+    the sweep too)."""
     chosen: list[str] = []
     by_label: dict[str, dict[float, list[RunSpec]]] = {}
     for run in ctx.runs:
@@ -76,20 +78,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
         if not any(r.sweep for runs in rates.values() for r in runs):
             chosen.extend(r.run_id for runs in rates.values() for r in runs)
             continue
-        scores = {}
-        for lr, runs in rates.items():
-            values = [
-                row[0]
-                for run in runs
-                for row in ctx.store.query(
-                    "SELECT AVG(value) FROM examples WHERE run_id=? AND split='validation' "
-                    "AND metric='nll'",
-                    (run.run_id,),
-                )
-                if row[0] is not None
-            ]
-            if values:
-                scores[lr] = sum(values) / len(values)
+        scores = validation_nll(ctx.store, [r for runs in rates.values() for r in runs])
         if scores:
             best = min(scores, key=lambda lr: (scores[lr], lr))
             chosen.extend(r.run_id for r in rates[best])
@@ -138,9 +127,7 @@ def evaluate_stage(
         for run in trained
         if run.run_id in selected and only in (None, run.run_id)
     ]
-    executor.evaluate(
-        ctx, [job for job in second if job[1]], progress=progress, embed=selected
-    )
+    executor.evaluate(ctx, [job for job in second if job[1]], progress=progress, embed=selected)
 
 
 def analyze_step(ctx: StudyContext, *, progress: bool = True, executor: Executor) -> None:
@@ -191,6 +178,11 @@ def run_all(
     try:
         if "evaluate" in stages:
             evaluate_stage(ctx, progress=progress, executor=executor)
+            added = ctx.replan()  # training.sweep_seeds: the seeds at the chosen rates
+            if added and "train" in stages:
+                register_runs(ctx.store, added)
+                train_stage(ctx, progress=progress, retry_failed=retry_failed, executor=executor)
+                evaluate_stage(ctx, progress=progress, executor=executor)
         if "analyze" in stages:
             analyze_step(ctx, progress=progress, executor=executor)
     finally:

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ def _training_rows(run_id: str, train_log: dict[str, Any]) -> dict[str, list[dic
             "grad_norm": s["grad_norm"],
             "tokens": s["tokens"],
             "seconds": s["seconds"],
+            "validation_nll": s.get("validation_nll"),
         }
         for s in train_log["steps"]
     ]
@@ -132,6 +133,7 @@ def train_one(
     run_dir: Path,
     on_step: Callable[[int, float], None] | None = None,
     key: str = "",
+    validation: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train a run unless its folder already holds an adapter for `key`; return its log (or
     the failure).
@@ -157,7 +159,9 @@ def train_one(
             run.learning_rate,
             os.getpid(),  # which worker to look at (or kill) on a cluster
         )
-        train_log = train_adapter(run.request, records, run_dir, on_step=on_step)
+        train_log = train_adapter(
+            run.request, records, run_dir, on_step=on_step, validation=validation
+        )
         summary = train_log["summary"]
         log.info(
             "trained %s: loss %.4f -> %.4f (mean of the first and last quarter of steps: "

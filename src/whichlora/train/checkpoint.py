@@ -293,7 +293,9 @@ RESULT_NEUTRAL = (
     "report_to",
     "run_name",
     "gradient_checkpointing",
+    "compile",
     "stall_timeout",
+    "validate_every",
 )
 
 

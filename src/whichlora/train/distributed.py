@@ -38,7 +38,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +178,7 @@ def train_in_processes(
     out_dir: Path,
     on_step: Callable[[int, float], None] | None,
     train_adapter: Callable[..., Any],
+    validation: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run `train_adapter` as `request.processes` processes; process 0 writes the adapter and the
     log (atomically, as alone) and reports each step here, where `on_step` is called (beside
@@ -209,6 +210,7 @@ def train_in_processes(
             "threads": process_threads(request.threads, request.processes),
             "started": started,
             "on_gpu": on_gpu,
+            "validation": list(validation),  # the learning curve: read by process 0 only
         }
         processes = mp.start_processes(
             _worker,
@@ -378,7 +380,14 @@ def _worker(
     world = World(rank=rank, size=request.processes, accelerator=accelerator)
     report = (lambda step, loss: events.put(("step", step, loss))) if world.main else None
     try:
-        train_adapter(request, records, Path(out_dir), on_step=report, world=world)
+        train_adapter(
+            request,
+            records,
+            Path(out_dir),
+            on_step=report,
+            world=world,
+            validation=parent["validation"] if world.main else (),
+        )
     finally:
         accelerator.end_training()
         import torch.distributed as dist

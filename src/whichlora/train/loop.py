@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -34,17 +34,37 @@ from whichlora.paths import atomic_directory, write_json_atomic
 from whichlora.store.names import ADAPTER_DIR, LOG_FILE
 from whichlora.techniques.budget import settings_for_request
 from whichlora.techniques.registry import get_technique
-from whichlora.train.batching import collate, grouped_batches
+from whichlora.train.batching import (
+    collate,
+    collate_packed,
+    grouped_batches,
+    packed_rows,
+    packing_width,
+)
 from whichlora.train.checkpoint import (
     Checkpointer,
     file_digest,
     remove_own_scratch,
     request_fingerprint,
 )
+from whichlora.train.compiling import CompilePolicy, compiled_layers
+from whichlora.train.curve import validation_nll
 from whichlora.train.distributed import SINGLE, World, train_in_processes
-from whichlora.train.loss import batch_losses, head_on_label_positions, labelled_tokens
+from whichlora.train.dropout import use_sparse_dropout
+from whichlora.train.loss import (
+    batch_losses,
+    check_packing,
+    head_on_label_positions,
+    labelled_tokens,
+    real_tokens,
+)
 from whichlora.train.memory import PeakMemory
-from whichlora.train.precision import autocast, float32_attention, grad_scaler
+from whichlora.train.precision import (
+    autocast,
+    float32_attention,
+    grad_scaler,
+    half_frozen_linears,
+)
 from whichlora.train.prompting import encode_records
 from whichlora.train.request import TrainRequest
 from whichlora.train.tracking import StepTrackers
@@ -76,10 +96,12 @@ def library_versions() -> dict[str, str]:
 
 
 def _default_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
+    """AdamW over the trainable parameters, one multi-tensor update per step (`foreach`): the
+    same values as the per-parameter loop to the bit, without a few kernels per adapter matrix."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def enable_activation_checkpointing(model: Any) -> None:
@@ -105,6 +127,7 @@ def train_adapter(
     loaded: LoadedModel | None = None,
     on_step: Callable[[int, float], None] | None = None,
     world: World | None = None,
+    validation: Sequence[Record] = (),
 ) -> dict[str, Any]:
     """Train and save `out_dir/adapter` plus `out_dir/train_log.json`; return the log.
 
@@ -118,12 +141,17 @@ def train_adapter(
 
     With `request.processes` > 1 the run is started as that many processes (train/distributed.py,
     each one calls this with its `world`); only the first writes anything.
+
+    With `request.validate_every`, the mean NLL of the `validation` records is logged with
+    every N-th step and the last (train/curve.py): the learning curve.
     """
     import torch
     from peft import get_peft_model
 
     if request.processes > 1 and world is None:
-        return train_in_processes(request, records, out_dir, on_step, train_adapter)
+        return train_in_processes(
+            request, records, out_dir, on_step, train_adapter, validation=validation
+        )
     world = world or SINGLE
     memory = PeakMemory()  # this run's own peaks, not the process's so far (train/memory.py)
     if request.threads:
@@ -164,6 +192,11 @@ def train_adapter(
         # masks are replayed in the recomputation (RNG state preserved): same gradients.
         enable_activation_checkpointing(model)
     pad_id = pad_token(tokenizer)
+    curve_examples = (
+        encode_records(tokenizer, list(validation), request.max_length, request.response_only_loss)
+        if request.validate_every and world.main
+        else []
+    )
     global_batch = request.batch_size * world.size  # per micro-batch, over the processes
     output = atomic_directory(out_dir) if world.main else nullcontext(None)
     with output as scratch, tracking, ExitStack() as training_only:
@@ -187,6 +220,8 @@ def train_adapter(
         model = get_peft_model(model, config)
         if technique.after_build is not None:  # DoRA: its weight norm without full-size copies
             technique.after_build(model)
+        if request.sparse_dropout:  # same masks in law, ~p as many random numbers (dropout.py)
+            use_sparse_dropout(model)
         device = next(p.device for p in model.parameters() if p.requires_grad)
         precision = resolve_precision(request.precision, device.type)
         scaler = grad_scaler(precision, device.type)  # fp16 only; passes through otherwise
@@ -231,9 +266,25 @@ def train_adapter(
             optimizer = _default_optimizer(model, request.learning_rate, request.weight_decay)
         warmup = round(request.warmup_ratio * request.steps)
         scheduler = _linear_schedule(optimizer, warmup, request.steps)
-        batches = grouped_batches(examples, global_batch, request.seed)
+        if request.packing:  # rows of whole examples side by side (train/batching.py)
+            check_packing(model)
+            width = packing_width(examples)
+            batches: Any = packed_rows(examples, global_batch, request.seed)
+        else:
+            batches = grouped_batches(examples, global_batch, request.seed)
+
+        def tensors(share: list[Any]) -> dict[str, Any]:
+            if request.packing:
+                return collate_packed(share, pad_id, width)
+            return collate(share, pad_id)
+
+        # bf16/fp16: the frozen linear weights cast once, not at every forward (same results)
+        training_only.enter_context(half_frozen_linears(model, precision))
         label_positions_only = head_on_label_positions(model)
         forward = world.wrap(model)  # DDP across processes (accelerate); the model alone
+        compiling = CompilePolicy(
+            request.compile, request.steps, device.type, request.gradient_checkpointing
+        )
 
         steps: list[dict[str, Any]] = []
         first, wall_before = 0, 0.0
@@ -248,20 +299,24 @@ def train_adapter(
         tokens_seen = sum(row["tokens"] for row in steps)
         started = time.perf_counter()
         for step in range(first, request.steps):
+            if compiling.due(step, step - first, time.perf_counter() - started):
+                # the decoder blocks compiled from here on (train/compiling.py); undone after
+                training_only.enter_context(compiled_layers(model, request.packing))
             step_start = time.perf_counter()
             lr_now = optimizer.param_groups[0]["lr"]
             # The step's loss is the sum of token losses over its whole global batch (every
             # micro-batch, every process) divided by the labelled tokens in it: each labelled
             # token weighs the same, however the sequences fall into micro-batches.
             micro = [world.shard(next(batches)) for _ in range(request.grad_accum)]
-            batches_now = [collate(share, pad_id) for share, _ in micro]
-            labelled = [
+            batches_now = [tensors(share) for share, _ in micro]
+            labelled = [  # counted on the host batches: no device sync
                 labelled_tokens(b) if real else 0
                 for b, (_, real) in zip(batches_now, micro, strict=True)
             ]
             (global_labelled,) = world.sum([float(sum(labelled))])
-            total_loss, total_objective, step_tokens = 0.0, 0.0, 0
-            for index, (cpu_batch, (_, real)) in enumerate(zip(batches_now, micro, strict=True)):
+            step_tokens = sum(real_tokens(share) for share, real in micro if real)
+            losses = []  # (objective, cross-entropy) of each micro-batch, weighted, on device
+            for index, cpu_batch in enumerate(batches_now):
                 batch = {k: v.to(device) for k, v in cpu_batch.items()}
                 weight = world.token_weight(labelled[index], int(global_labelled))
                 with world.no_sync(forward, last=index == len(micro) - 1):
@@ -273,9 +328,15 @@ def train_adapter(
                             objective = objective + technique.penalty(model)
                     scaler.scale(objective * weight).backward()
                 share = labelled[index] / global_labelled
-                total_objective += float(objective.detach()) * share
-                total_loss += cross_entropy * share
-                step_tokens += int(batch["attention_mask"].sum()) if real else 0
+                losses.append(torch.stack([objective.detach(), cross_entropy]).double() * share)
+            scaler.unscale_(optimizer)  # fp16: clip and AdaLoRA see true gradients
+            norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], request.max_grad_norm
+            )
+            # the step's one host sync: its losses and gradient norm read together
+            total_objective, total_loss, grad_norm = torch.cat(
+                [sum(losses).cpu(), norm.reshape(1).double().cpu()]
+            ).tolist()
             total_objective, total_loss, tokens = world.sum(
                 [total_objective, total_loss, float(step_tokens)]
             )
@@ -285,12 +346,6 @@ def train_adapter(
                     if world.main:
                         checkpoints.remove()  # a final outcome: a retry would diverge again
                     raise TrainingDiverged(f"loss became {value} at step {step + 1}")
-            scaler.unscale_(optimizer)  # fp16: clip and AdaLoRA see true gradients
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(
-                    [p for p in model.parameters() if p.requires_grad], request.max_grad_norm
-                )
-            )
             scaler.step(optimizer)  # fp16: skipped when a gradient overflowed
             scaler.update()
             # AdaLoRA: reallocate the rank budget; reads gradients, so before zero_grad. It gets
@@ -309,9 +364,16 @@ def train_adapter(
                     "lr": lr_now,
                     "grad_norm": grad_norm,
                     "tokens": step_tokens,
+                    "labelled": int(global_labelled),
                     "seconds": time.perf_counter() - step_start,
                 }
             )
+            if curve_examples and (
+                (step + 1) % request.validate_every == 0 or step + 1 == request.steps
+            ):  # the learning curve (train/curve.py), outside the step's own seconds
+                steps[-1]["validation_nll"] = validation_nll(
+                    model, curve_examples, pad_id, request.batch_size, precision
+                )
             attempt = time.perf_counter() - started
             if world.main and checkpoints.due(step + 1, attempt):
                 checkpoints.save(
@@ -360,6 +422,7 @@ def train_adapter(
                 "threads": torch.get_num_threads(),
                 "processes": world.size,
                 "global_batch": global_batch * request.grad_accum,
+                "compiled": compiling.compiled,
             },
             "versions": library_versions(),
         }

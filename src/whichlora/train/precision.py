@@ -17,6 +17,7 @@ section 10, measures both).
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
@@ -90,3 +91,54 @@ def float32_attention(model: Any, precision: str, device_type: str) -> Iterator[
         yield True
     finally:
         config._attn_implementation = "sdpa"
+
+
+HALF_WEIGHT = "_whichlora_half_weight"
+DDP_IGNORE = "_ddp_params_and_buffers_to_ignore"  # what torch's DDP leaves out of its syncs
+
+
+def _half_linear(self: Any, x: Any) -> Any:
+    import torch
+
+    return torch.nn.functional.linear(x, getattr(self, HALF_WEIGHT), self.bias)
+
+
+@contextmanager
+def half_frozen_linears(model: Any, precision: str) -> Iterator[int]:
+    """While training under bf16 or fp16 autocast, every frozen `nn.Linear` (the base's
+    projections, the LM head) multiplies by a copy of its weight in the compute dtype made once,
+    instead of autocast casting each weight at every forward; yields how many. Autocast casts to
+    exactly that copy, so the products and results are the same to the bit (tested). The float32
+    weights stay what everything else reads (DoRA's weight norm, saving, merging); undone after."""
+    if precision not in ("bf16", "fp16"):
+        yield 0
+        return
+    import torch
+
+    dtype = compute_dtype(precision)
+    patched = {
+        name: m
+        for name, m in model.named_modules()
+        if type(m) is torch.nn.Linear
+        and not m.weight.requires_grad
+        and m.weight.is_floating_point()
+        and m.weight.dtype != dtype
+    }
+    for module in patched.values():
+        # a buffer, so a compiled block takes it as an input like the weight it stands for
+        module.register_buffer(HALF_WEIGHT, module.weight.detach().to(dtype), persistent=False)
+        module.forward = types.MethodType(_half_linear, module)
+    # DDP (several processes) would broadcast every buffer at every forward: not these copies
+    ignored = getattr(model, DDP_IGNORE, None)
+    copies = [f"{name}.{HALF_WEIGHT}" if name else HALF_WEIGHT for name in patched]
+    setattr(model, DDP_IGNORE, [*(ignored or ()), *copies])
+    try:
+        yield len(patched)
+    finally:
+        for module in patched.values():
+            del module.forward
+            del module._buffers[HALF_WEIGHT]
+        if ignored is None:
+            delattr(model, DDP_IGNORE)
+        else:
+            setattr(model, DDP_IGNORE, ignored)

@@ -42,6 +42,22 @@ class TrainRequest:
     # Recompute activations in backward instead of storing them: less memory, same gradients
     # (tested), about a third more compute. Never changes a result: not in a key.
     gradient_checkpointing: bool = False
+    # Pack whole examples side by side into rows as wide as the longest example, `batch_size`
+    # rows per micro-batch (train/batching.py): little padding, more examples per step. Changes
+    # which examples share a step, so it is in the train key (unless off, as every earlier run).
+    packing: bool = False
+    # Adapter dropout masks drawn by the gaps between dropped positions (train/dropout.py): the
+    # same distribution from ~p as many random numbers, other masks for the same seed. Keyed
+    # when on.
+    sparse_dropout: bool = False
+    # Every N optimizer steps (and after the last) the mean response NLL of the study's
+    # validation examples is logged with the step: the run's learning curve. Evaluated in eval
+    # mode with no random draws, so it never changes what is trained: in no key.
+    validate_every: int | None = None
+    # Regional torch.compile of the decoder blocks (train/compiling.py): True, False or "auto"
+    # (only when the run's measured steps say it pays). Same results within bf16 rounding: not
+    # in a key.
+    compile: bool | str = "auto"
     # N data-parallel processes (train/distributed.py): global batch = batch_size x grad_accum x N.
     processes: int = 1
     # With processes > 1: seconds without progress before the run fails as stalled

@@ -38,7 +38,13 @@ def _covered(layer: Any, base_layer: Any) -> bool:
 
 
 def _squared_row_norms(layer: Any, weight: Any) -> Any:
-    """||W_i||² in float32, kept while the frozen weight is the same tensor at the same version."""
+    """||W_i||² in float32, kept while the frozen weight is the same tensor at the same version.
+    Inside a compiled block (training.compile) it is computed where it is needed: the cache's
+    checks would break the block's graph."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        return weight.float().pow(2).sum(dim=1)
     tag = (weight.data_ptr(), weight._version, weight.shape, weight.device)
     held = getattr(layer, "_whichlora_row_norms", None)
     if held is None or held[0] != tag:
