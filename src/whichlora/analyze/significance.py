@@ -196,13 +196,22 @@ def _bootstrap_means(d: np.ndarray, n_resamples: int, rng: np.random.Generator) 
 
 def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values; NaNs (tests not run) stay NaN and are not counted."""
+    import gc
+
     from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(pvalues, dtype=np.float64).ravel()
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], method="holm")[1]
+        # statsmodels' Holm ends with gc.collect(), a full collection of the process at every
+        # call: in a process holding models or many simulations it took far longer than the
+        # correction. Frozen, the objects that exist already are left out of that collection.
+        gc.freeze()
+        try:
+            out[ok] = multipletests(p[ok], method="holm")[1]
+        finally:
+            gc.unfreeze()
     return out
 
 
