@@ -328,6 +328,7 @@ def store_of(folder: Path) -> Any:
     return Store(folder / "out" / "results.sqlite")
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_two_processes_from_the_cli_train_what_one_process_trains(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:

@@ -14,6 +14,7 @@ from whichlora.study.datasets import evaluation_set, training_data
 from whichlora.study.estimate import estimate_run_seconds, scoring_tokens
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_scoring_tokens_match_what_scoring_counts(tiny_model_dir: Path) -> None:
     study = parse_study(
         {

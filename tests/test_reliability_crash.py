@@ -226,6 +226,7 @@ def extended(reference: Reference, tmp_path_factory: pytest.TempPathFactory) -> 
     return ext
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_sigkill_while_extending_a_study_then_resume(
     reference: Reference, extended: Reference, tmp_path: Path
 ) -> None:

@@ -287,6 +287,7 @@ def test_empty_study(tmp_path: Path) -> None:
     assert re.findall(r"<h2>(.*?)</h2>", text) == SECTION_TITLES
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_eight_runs_report_every_technique_in_every_view(tmp_path: Path) -> None:
     """4 techniques x 2 seeds over 12 layers and 6 languages: each technique in the decision
     table and the tables, every figure drawn, no section failed. (Its build time is a

@@ -167,6 +167,7 @@ def _ray_study(model_dir: Path, **executor: Any) -> dict[str, Any]:
     return study
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_ray_survives_a_worker_killed_mid_training(
     tmp_path: Path, tiny_model_dir: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,6 +243,7 @@ def test_ray_retries_a_killed_worker_and_the_run_resumes(
     assert reps == {"base.npz", "lora-s0.npz", "dora-s0.npz"}
 
 
+@pytest.mark.slow  # long: `make test-slow`
 def test_ray_trains_a_two_process_run_in_a_worker_whose_threads_ran(
     tmp_path: Path, tiny_model_dir: Path, local_ray: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
