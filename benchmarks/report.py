@@ -59,6 +59,7 @@ def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
     loads = _loads_in(data["runs"])
     bf16 = ", ".join(f"{g['bf16_gflops']:.0f}" for g in gemm)
     fp32 = ", ".join(f"{g['fp32_gflops']:.0f}" for g in gemm)
+    shape = ", ".join(f"{g.get('bf16_shape_gflops', float('nan')):.0f}" for g in gemm)
     lines += [
         f"`{data['command']}`: {s['model']}, bundled instructions in {', '.join(s['languages'])} "
         f"(encoded once by whichlora: same tokens, response-only labels), rank {s['rank']}, "
@@ -66,12 +67,15 @@ def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         f"{s['precision']} autocast on both sides, {s['threads']} threads; {s['warm_steps']} "
         f"warm-up + {s['timed_steps']} timed steps per fresh process, the variants alternating "
         f"over {s['reps']} repetition(s). Ours: packing {'on' if s['packing'] else 'off'}, "
+        f"sparse dropout {'on' if s.get('sparse_dropout') else 'off'}, "
         f'compile {s["compile"]}. The Trainer: `train_sampling_strategy="group_by_length"`, '
         "`bf16=True`, padding to a multiple of 8, its default fused AdamW. Tokens/s: "
         "non-padding tokens of the timed steps over their wall time (step end to step end); "
         "floor: the timed steps' matmul FLOPs (4 per base weight per token, the LM head at "
         "labelled positions, 6 per adapter weight) at the bf16 GEMM speed measured at the "
-        f"start of each repetition ({bf16} GFLOP/s; fp32 {fp32}). 1-minute load average "
+        f"start of each repetition ({bf16} GFLOP/s; fp32 {fp32}); in parentheses, of the bf16 "
+        "GEMM speed at the model's own linear shapes for a step's tokens "
+        f"({shape} GFLOP/s), the floor these matmuls can reach. 1-minute load average "
         f"during the runs: {_load_range([[v] for v in loads])}.",
         "",
     ]
@@ -91,7 +95,7 @@ def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
                 f"{ours['tokens_per_s']:.0f} ({ours['labelled_per_s']:.0f})",
                 f"{peer['tokens_per_s']:.0f} ({peer['labelled_per_s']:.0f})" if peer else "-",
                 f"**{t['ratio']:.2f}x**" if peer else "-",
-                f"{ours['bf16_floor_fraction']:.0%} ({ours['fp32_floor_fraction']:.0%})",
+                f"{ours['bf16_floor_fraction']:.0%} ({ours.get('shape_floor_fraction', 0):.0%})",
                 f"{peer['bf16_floor_fraction']:.0%}" if peer else "-",
                 f"{ours['peak_rss_mb']:.0f} / {peer['peak_rss_mb']:.0f}" if peer else "-",
                 f"{ours['warm_seconds']:.0f} / {peer['warm_seconds']:.0f}" if peer else "-",
@@ -127,7 +131,7 @@ def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
             "ours tokens/s (labelled)",
             "Trainer tokens/s (labelled)",
             "ours / Trainer",
-            "ours of bf16 floor (fp32)",
+            "ours of bf16 floor (at its shapes)",
             "Trainer of bf16 floor",
             "peak RSS MB ours / Trainer",
             "warm-up s ours / Trainer",
