@@ -520,6 +520,8 @@ def parent(args: argparse.Namespace) -> int:
         if value != getattr(defaults, name):
             text = ("true" if value else "false") if isinstance(value, bool) else value
             flags.append(f"--{name.replace('_', '-')} {text}")
+    if args.out.resolve() != defaults.out.resolve():
+        flags.append(f"--out {args.out}")
     write_json(
         args.out,
         {

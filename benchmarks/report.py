@@ -41,7 +41,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 # --------------------------------------------------------------------------- sections
 
 LEVER_LABELS = {
-    "ours-eager": "compile (vs eager)",
+    "ours-eager": "regional compile (vs eager)",
     "ours-packed": "length-grouped batches (vs packed rows)",
     "ours-dense-dropout": "sparse dropout masks (vs nn.Dropout's)",
     "ours-autocast": "frozen weights cast once (vs autocast at every forward)",
@@ -49,8 +49,11 @@ LEVER_LABELS = {
 }
 
 
-def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
-    """The first table: ours vs HF Trainer + PEFT vs the FLOP floor, per technique."""
+def long_run(
+    data: dict[str, Any] | None, levers_run: dict[str, Any] | None = None
+) -> tuple[list[Row], list[str]]:
+    """The first table: ours vs HF Trainer + PEFT vs the FLOP floor, per technique; then each
+    lever against ours without it (from this run, or from a separate ablation run)."""
     lines = ["## Long runs: whichlora vs HF Trainer + PEFT, and the FLOP floor", ""]
     if data is None:
         return [], lines + ["Not run (`benchmarks/bench_long_run.py`).", ""]
@@ -139,15 +142,29 @@ def long_run(data: dict[str, Any] | None) -> tuple[list[Row], list[str]]:
         ],
         table,
     )
-    levers = [
-        [technique, LEVER_LABELS[v], f"{t[f'speedup_over_{v}']:.2f}x"]
-        for technique, t in summary.items()
-        for v in LEVER_LABELS
-        if f"speedup_over_{v}" in t
-    ]
-    if levers:
-        lines += ["", "Each lever, ours with it against ours without, same run:", ""]
-        lines += _table(["technique", "lever", "tokens/s with / without"], levers)
+    for run in (data, levers_run):
+        if run is None:
+            continue
+        levers = [
+            [
+                technique,
+                LEVER_LABELS[v],
+                f"{t['ours']['tokens_per_s']:.0f} / {t[v]['tokens_per_s']:.0f}",
+                f"{t[f'speedup_over_{v}']:.2f}x",
+            ]
+            for technique, t in run["summary"].items()
+            for v in LEVER_LABELS
+            if f"speedup_over_{v}" in t
+        ]
+        if levers:
+            lines += [
+                "",
+                f"Each lever, ours with it against ours without, same run (`{run['command']}`, "
+                f"{run['settings']['timed_steps']} timed steps, {run['settings']['reps']} "
+                "repetitions, medians):",
+                "",
+            ]
+            lines += _table(["technique", "lever", "tokens/s with / without", "gain"], levers)
     if data.get("loss_check"):
         check = next(iter(data["loss_check"].values()))
         within = all(c["within"] for c in data["loss_check"].values())
@@ -957,7 +974,7 @@ RESULT_NAMES = (
 
 
 def write_report(out: Path) -> None:
-    first = long_run(_load("long_run"))
+    first = long_run(_load("long_run"), _load("long_run_levers"))
     sections = [
         train_step(_load("train_step")),
         throughput(_load("throughput"), _load("throughput_1thread"), _load("profile")),

@@ -32,7 +32,22 @@ BENCHMARKS: dict[str, list[str]] = {
     "techniques": ["bench_techniques.py", "--repeats", "3"],
     "run_scoring": ["bench_run_scoring.py", "--reps", "3", "--conversion"],
     "train_precision": ["bench_train_precision.py", "--reps", "2"],
-    "long_run": ["bench_long_run.py"],
+    "long_run": ["bench_long_run.py", "--reps", "2"],
+    "long_run_levers": [
+        "bench_long_run.py",
+        "--techniques",
+        "lora",
+        "--variants",
+        "ours,ours-eager,ours-dense-dropout,ours-autocast,ours-plain",
+        "--reps",
+        "2",
+        "--timed",
+        "20",
+        "--check-steps",
+        "0",
+        "--out",
+        "benchmarks/results/long_run_levers.json",
+    ],
     "quickstart": ["bench_quickstart.py"],
 }
 
