@@ -68,7 +68,7 @@ class StudyContext:
                 continue
             scores = validation_nll(self.store, runs)
             if scores:
-                chosen[label] = min(scores, key=lambda lr: (scores[lr], lr))
+                chosen[label] = best_rate(scores)
         return chosen
 
     def replan(self) -> list[RunSpec]:
@@ -648,6 +648,11 @@ def register_runs(store: Store, runs: list[RunSpec]) -> None:
             run.sweep,
             run.request.__dict__,
         )
+
+
+def best_rate(scores: dict[float, float]) -> float:
+    """The rate with the lowest validation NLL; ties go to the lower rate."""
+    return min(scores, key=lambda lr: (scores[lr], lr))
 
 
 def validation_nll(store: Store, runs: list[RunSpec]) -> dict[float, float]:

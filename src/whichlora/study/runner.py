@@ -19,7 +19,7 @@ import logging
 from whichlora.errors import WhichloraError
 from whichlora.models.scoring import release_scoring_models
 from whichlora.store import BASE
-from whichlora.study.context import StudyContext, register_runs, validation_nll
+from whichlora.study.context import StudyContext, best_rate, register_runs, validation_nll
 from whichlora.study.executors import Executor, apply_threads, get_executor
 from whichlora.study.keys import TRAIN, VALIDATE
 from whichlora.study.plan import RunSpec
@@ -80,8 +80,7 @@ def select_learning_rates(ctx: StudyContext) -> list[str]:
             continue
         scores = validation_nll(ctx.store, [r for runs in rates.values() for r in runs])
         if scores:
-            best = min(scores, key=lambda lr: (scores[lr], lr))
-            chosen.extend(r.run_id for r in rates[best])
+            chosen.extend(r.run_id for r in rates[best_rate(scores)])
     ctx.store.set_kv("selected_runs", sorted(chosen))
     ctx.store.set_kv("lr_selection_metric", "validation nll (lower is better)")
     return chosen
